@@ -1,0 +1,174 @@
+"""The `tenantry` command: database operations for developers and DBAs.
+
+Errors end with a one-line message that says what to do, and a non-zero exit; never a
+traceback for a condition we can name.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+import typer
+
+from db import citus_dev, embedded, lint, migrate
+from db.server import ServerError
+from db.settings import get_settings
+
+app = typer.Typer(help="tenantry: multi-tenant SaaS platform on PostgreSQL + Citus.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: embedded server, migrations, lint.", no_args_is_help=True)
+citus_app = typer.Typer(help="Citus operations.", no_args_is_help=True)
+cluster_app = typer.Typer(help="A local Citus cluster on loopback, from installed Citus binaries.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(citus_app, name="citus")
+citus_app.add_typer(cluster_app, name="dev-cluster")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(func: F) -> F:
+    """Turn the errors we expect into a one-line message and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ServerError, migrate.MigrationError, citus_dev.ClusterError) as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+        except psycopg.OperationalError as exc:
+            typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
+            typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
+        except psycopg.Error as exc:
+            typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
+        raise typer.Exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _owner_url() -> str:
+    return embedded.ensure_database(get_settings())
+
+
+# -- db -----------------------------------------------------------------------------------
+
+
+@db_app.command("start")
+@_friendly
+def db_start() -> None:
+    """Start the embedded PostgreSQL server (no-op if it runs, or if TENANTRY_DATABASE_URL is set)."""
+    settings = get_settings()
+    if settings.database_url:
+        typer.echo("TENANTRY_DATABASE_URL is set: nothing to start.")
+        return
+    server = embedded.embedded_server(settings)
+    started = server.start()
+    server.ensure_database(settings.database_name)
+    typer.echo(f"{'started' if started else 'already running'}: {server.url(settings.database_name)}")
+
+
+@db_app.command("stop")
+@_friendly
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL server (no-op if it is not running)."""
+    stopped = embedded.embedded_server(get_settings()).stop()
+    typer.echo("stopped" if stopped else "not running")
+
+
+@db_app.command("migrate")
+@_friendly
+def db_migrate(target: Annotated[str, typer.Argument(help="Revision to upgrade to.")] = "head") -> None:
+    """Upgrade to a revision and re-apply functions, views and policies."""
+    url = _owner_url()
+    migrate.migrate(url, target, get_settings())
+    typer.echo(f"migrated to {migrate.status(url).current}")
+
+
+@db_app.command("downgrade")
+@_friendly
+def db_downgrade(target: Annotated[str, typer.Argument(help="Revision to go down to ('base': all).")] = "-1") -> None:
+    """Undo revisions down to a target (default: the last one)."""
+    url = _owner_url()
+    migrate.downgrade(url, target)
+    typer.echo(f"downgraded to {migrate.status(url).current or 'base'}")
+
+
+@db_app.command("status")
+@_friendly
+def db_status() -> None:
+    """Show the database's revision, the code's head, and whether Citus is present."""
+    settings = get_settings()
+    url = _owner_url()
+    st = migrate.status(url)
+    typer.echo(f"database: {embedded.redacted(url)}")
+    typer.echo(f"revision: {st.current or 'none (run `tenantry db migrate`)'}")
+    typer.echo(f"head:     {st.head}{'' if st.up_to_date else '  (pending: run `tenantry db migrate`)'}")
+    if st.citus_version:
+        typer.echo(f"citus:    {st.citus_version}, {st.worker_nodes} worker node(s)")
+    else:
+        typer.echo("citus:    not installed (single-node PostgreSQL)")
+    del settings
+
+
+@db_app.command("lint")
+@_friendly
+def db_lint() -> None:
+    """Check the schema obeys the multi-tenancy and Citus rules; exit 1 naming each problem."""
+    problems = lint.lint(_owner_url())
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        typer.secho(f"{len(problems)} problem(s)", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo("lint: ok")
+
+
+# -- citus dev-cluster --------------------------------------------------------------------
+
+
+@cluster_app.command("up")
+@_friendly
+def cluster_up(
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Number of worker nodes.")] = 2,
+    base_port: Annotated[int, typer.Option(help="Coordinator port; workers use the next ones.")] = 9700,
+) -> None:
+    """Start a coordinator and N workers on 127.0.0.1, and register the workers."""
+    cluster = citus_dev.DevCluster.from_settings(get_settings(), workers=workers, base_port=base_port)
+    cluster.up(echo=typer.echo)
+    typer.echo(f"coordinator: {cluster.url()}")
+    typer.echo(f"use it:      export TENANTRY_DATABASE_URL={cluster.url()}")
+
+
+@cluster_app.command("down")
+@_friendly
+def cluster_down() -> None:
+    """Stop every node of the dev cluster (data is kept)."""
+    cluster = citus_dev.DevCluster.existing(get_settings())
+    cluster.down(echo=typer.echo)
+
+
+@cluster_app.command("status")
+@_friendly
+def cluster_status() -> None:
+    """Show each node of the dev cluster and whether it runs."""
+    cluster = citus_dev.DevCluster.existing(get_settings())
+    for line in cluster.status_lines():
+        typer.echo(line)
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+@app.command("demo")
+@_friendly
+def demo_command() -> None:
+    """Start (embedded by default), migrate, and run demo traffic that shows isolation."""
+    from db import demo
+
+    demo.run(get_settings(), echo=typer.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

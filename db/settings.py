@@ -1,0 +1,84 @@
+"""All of tenantry's settings, read from TENANTRY_* environment variables.
+
+This class is the one place settings are documented; the README links here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from db import PROJECT_ROOT
+
+#: Login roles the application uses; created by policies/00_roles.sql.
+API_ROLE = "tenantry_api"
+WORKER_ROLE = "tenantry_worker"
+ANALYST_ROLE = "tenantry_analyst"
+PLATFORM_ADMIN_ROLE = "tenantry_platform_admin"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANTRY_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="Owner DSN of an external PostgreSQL or Citus coordinator. "
+        "Unset: tenantry starts and uses its embedded PostgreSQL.",
+    )
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / ".tenantry",
+        description="Project-local folder for the embedded server's data, logs and the dev cluster.",
+    )
+    embedded_port: int = Field(default=54329, ge=1, le=65535, description="Loopback port of the embedded server.")
+    database_name: str = Field(default="tenantry", description="Database created on the embedded server.")
+
+    api_database_url: str | None = Field(default=None, description="DSN for the api role (default: derived).")
+    worker_database_url: str | None = Field(default=None, description="DSN for the worker role (default: derived).")
+    analyst_database_url: str | None = Field(default=None, description="DSN for the analyst role (default: derived).")
+    admin_database_url: str | None = Field(
+        default=None, description="DSN for the platform-admin role (default: derived)."
+    )
+    app_role_password: SecretStr | None = Field(
+        default=None,
+        description="Password that `tenantry db migrate` sets on the app login roles and that derived "
+        "role DSNs use. Unset: no password (the embedded server and dev cluster trust loopback).",
+    )
+
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+
+    citus_pg_bin: Path | None = Field(
+        default=None,
+        description="bin/ folder of a PostgreSQL installation that has the Citus extension, "
+        "for `tenantry citus dev-cluster`. Unset: searched on PATH and in /usr/lib/postgresql/*/bin.",
+    )
+
+    def role_url(self, role: str) -> str:
+        """DSN for one of the application's login roles.
+
+        An explicit TENANTRY_<ROLE>_DATABASE_URL wins; otherwise the owner DSN with the
+        user (and the app-role password, if set) replaced.
+        """
+        explicit = {
+            API_ROLE: self.api_database_url,
+            WORKER_ROLE: self.worker_database_url,
+            ANALYST_ROLE: self.analyst_database_url,
+            PLATFORM_ADMIN_ROLE: self.admin_database_url,
+        }.get(role)
+        if explicit:
+            return explicit
+        from db.embedded import owner_url  # late import: embedded may start a server
+
+        url = make_url(owner_url(self)).set(username=role)
+        password = self.app_role_password.get_secret_value() if self.app_role_password else None
+        url = url.set(password=password)
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

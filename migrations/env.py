@@ -1,0 +1,8 @@
+"""Alembic environment: runs revisions on the connection db.migrate hands over."""
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, transactional_ddl=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,29 @@
+-- Roles of the application. Login roles without passwords here: `tenantry db migrate`
+-- sets TENANTRY_APP_ROLE_PASSWORD on them when it is given. Roles are cluster-wide, so
+-- they are created only if missing and never dropped by a downgrade.
+--
+--   tenantry_api             the API: EXECUTE on api.*, a few table rights, RLS applies
+--   tenantry_worker          Dramatiq jobs: EXECUTE on ops.* (cross-tenant, narrow)
+--   tenantry_analyst         analysts and BI tools: SELECT on analytics.* only
+--   tenantry_platform_admin  platform operators: EXECUTE on admin.*
+--
+-- None may bypass RLS; the owner (the role that runs migrations) owns every object.
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY['tenantry_api', 'tenantry_worker', 'tenantry_analyst', 'tenantry_platform_admin']
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS', v_role);
+        END IF;
+        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', v_role);
+        -- On Citus, SET LOCAL app.* must reach the workers for RLS on the shards
+        -- (architecture fact 1).
+        IF core.citus_enabled() THEN
+            EXECUTE format('ALTER ROLE %I SET citus.propagate_set_commands = %L', v_role, 'local');
+        END IF;
+    END LOOP;
+END
+$$;

@@ -1,0 +1,43 @@
+-- Who may use what. Everything starts closed: functions are EXECUTE-able by PUBLIC by
+-- default in PostgreSQL, so that is revoked first, then each role gets what it needs.
+
+----------------------------------------------------------------------------------------
+-- closed by default
+----------------------------------------------------------------------------------------
+REVOKE ALL ON SCHEMA core, api, ops, admin, analytics FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA core, api, ops, admin, analytics FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA core, analytics FROM PUBLIC;
+
+----------------------------------------------------------------------------------------
+-- tenantry_api: the api.* contract; table rights for the invoker-rights functions,
+-- bounded by RLS (no DELETE: rows are soft-deleted)
+----------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA api, core TO tenantry_api;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO tenantry_api;
+GRANT EXECUTE ON FUNCTION
+    core.current_tenant_id(), core.current_actor_id(), core.current_actor_type(),
+    core.current_request_id(), core.tenant_status(uuid), core.assert_tenant_context(uuid),
+    core.assert_tenant_readable(uuid), core.assert_tenant_writable(uuid),
+    core.assert_known_fields(jsonb, text[], text), core.assert_page_size(integer),
+    core.raise_duplicate_project_name(text)
+TO tenantry_api;
+GRANT SELECT ON core.plans, core.tenants TO tenantry_api;
+GRANT SELECT, INSERT, UPDATE ON core.projects, core.tasks TO tenantry_api;
+
+----------------------------------------------------------------------------------------
+-- tenantry_worker: ops.* only
+----------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA ops TO tenantry_worker;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ops TO tenantry_worker;
+
+----------------------------------------------------------------------------------------
+-- tenantry_platform_admin: admin.* only (definer-rights functions)
+----------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA admin TO tenantry_platform_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin TO tenantry_platform_admin;
+
+----------------------------------------------------------------------------------------
+-- tenantry_analyst: the analytics views only
+----------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA analytics TO tenantry_analyst;
+GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO tenantry_analyst;

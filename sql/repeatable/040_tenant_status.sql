@@ -1,0 +1,123 @@
+-- Tenant status rules: an active tenant reads and writes; a suspended tenant reads but
+-- cannot write (TN001); a deleted tenant can do neither (TN002). Status changes keep
+-- the status timestamps right, and 'deleted' is final (TN003).
+--
+-- The checks read core.tenants, so they cannot live in RLS policies (architecture fact
+-- 11): writes are refused by row triggers on every tenant table, reads by the api.*
+-- functions through core.assert_tenant_context().
+
+----------------------------------------------------------------------------------------
+-- lookups and assertions
+----------------------------------------------------------------------------------------
+
+-- The status of a tenant, whatever the caller's RLS context (NULL if unknown).
+CREATE OR REPLACE FUNCTION core.tenant_status(p_tenant_id uuid)
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$ SELECT status FROM core.tenants WHERE tenant_id = p_tenant_id $$;
+
+-- Raise TN001/TN002 unless the tenant may write.
+CREATE OR REPLACE FUNCTION core.assert_tenant_writable(p_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_status text := core.tenant_status(p_tenant_id);
+BEGIN
+    IF v_status = 'suspended' THEN
+        RAISE EXCEPTION 'tenant is suspended' USING
+            ERRCODE = 'TN001',
+            DETAIL = 'A suspended tenant can read its data but not change it.',
+            HINT = 'Ask a platform administrator to reactivate the tenant.';
+    ELSIF v_status = 'deleted' THEN
+        RAISE EXCEPTION 'tenant is deleted' USING
+            ERRCODE = 'TN002',
+            DETAIL = 'A deleted tenant can neither read nor change its data.';
+    END IF;
+END
+$$;
+
+-- Raise TN002 if the tenant is deleted.
+CREATE OR REPLACE FUNCTION core.assert_tenant_readable(p_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF core.tenant_status(p_tenant_id) = 'deleted' THEN
+        RAISE EXCEPTION 'tenant is deleted' USING
+            ERRCODE = 'TN002',
+            DETAIL = 'A deleted tenant can neither read nor change its data.';
+    END IF;
+END
+$$;
+
+-- The first line of every api.* function: the tenant argument (which lets Citus route
+-- the call) must be the transaction's tenant context, and the tenant must be readable.
+CREATE OR REPLACE FUNCTION core.assert_tenant_context(p_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_tenant_id IS NULL OR p_tenant_id IS DISTINCT FROM core.current_tenant_id() THEN
+        RAISE EXCEPTION 'the tenant argument is not the tenant of this transaction' USING
+            ERRCODE = '42501',
+            HINT = 'Open the transaction with SET LOCAL app.tenant_id to the same tenant.';
+    END IF;
+    PERFORM core.assert_tenant_readable(p_tenant_id);
+END
+$$;
+
+----------------------------------------------------------------------------------------
+-- triggers
+----------------------------------------------------------------------------------------
+
+-- Row trigger on tenant tables: refuse writes of a suspended or deleted tenant.
+CREATE OR REPLACE FUNCTION core.guard_tenant_writes()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    -- NEW is NULL for DELETE, OLD for INSERT
+    PERFORM core.assert_tenant_writable(COALESCE(NEW.tenant_id, OLD.tenant_id));
+    RETURN COALESCE(NEW, OLD);
+END
+$$;
+
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT OR UPDATE OR DELETE ON core.projects
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT OR UPDATE OR DELETE ON core.tasks
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+-- Row trigger on core.tenants: 'deleted' is final, and the status timestamps follow
+-- the status (the table's CHECK constraints hold them to it).
+CREATE OR REPLACE FUNCTION core.track_tenant_status()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NEW;
+    END IF;
+    IF OLD.status = 'deleted' THEN
+        RAISE EXCEPTION 'a deleted tenant cannot change status' USING
+            ERRCODE = 'TN003',
+            DETAIL = format('Tenant %s was deleted at %s.', OLD.tenant_id, OLD.deleted_at);
+    END IF;
+    NEW.suspended_at := CASE WHEN NEW.status = 'suspended' THEN now() END;
+    NEW.deleted_at := CASE WHEN NEW.status = 'deleted' THEN now() END;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER track_tenant_status
+    BEFORE UPDATE OF status ON core.tenants
+    FOR EACH ROW EXECUTE FUNCTION core.track_tenant_status();

@@ -1,0 +1,164 @@
+-- api: tasks of the calling tenant, in its projects. Same error contract as projects:
+-- P0002 not found (including another tenant's task or project), 22023 bad field,
+-- 23514 a value out of range (status, priority, title length), TN010 a deleted project.
+
+-- Create a task in a live project of the tenant.
+CREATE OR REPLACE FUNCTION api.create_task(
+    p_tenant_id uuid,
+    p_project_id uuid,
+    p_title text,
+    p_description text DEFAULT '',
+    p_status text DEFAULT 'todo',
+    p_priority text DEFAULT 'normal',
+    p_assignee_id uuid DEFAULT NULL,
+    p_due_date date DEFAULT NULL
+)
+RETURNS core.tasks
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_task core.tasks;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id);
+    -- one error for "no such project" and "another tenant's project" (no existence leak)
+    PERFORM 1 FROM core.projects
+     WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project % not found', p_project_id USING ERRCODE = 'P0002';
+    END IF;
+    INSERT INTO core.tasks (tenant_id, project_id, title, description, status, priority,
+                            assignee_id, due_date, created_by)
+    VALUES (p_tenant_id, p_project_id, p_title, COALESCE(p_description, ''),
+            COALESCE(p_status, 'todo'), COALESCE(p_priority, 'normal'),
+            p_assignee_id, p_due_date, core.current_actor_id())
+    RETURNING * INTO v_task;
+    RETURN v_task;
+END
+$$;
+
+-- One live task, or P0002.
+CREATE OR REPLACE FUNCTION api.get_task(p_tenant_id uuid, p_task_id uuid)
+RETURNS core.tasks
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_task core.tasks;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id);
+    SELECT * INTO v_task FROM core.tasks
+     WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_task;
+END
+$$;
+
+-- A page of tasks in (created_at, task_id) order, filtered by project, status and
+-- assignee when given, after the given keyset cursor.
+CREATE OR REPLACE FUNCTION api.list_tasks(
+    p_tenant_id uuid,
+    p_project_id uuid DEFAULT NULL,
+    p_status text DEFAULT NULL,
+    p_assignee_id uuid DEFAULT NULL,
+    p_limit integer DEFAULT 50,
+    p_after_created_at timestamptz DEFAULT NULL,
+    p_after_id uuid DEFAULT NULL,
+    p_include_deleted boolean DEFAULT false
+)
+RETURNS SETOF core.tasks
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_page_size(p_limit);
+    RETURN QUERY
+        SELECT * FROM core.tasks
+         WHERE tenant_id = p_tenant_id
+           AND (p_project_id IS NULL OR project_id = p_project_id)
+           AND (p_status IS NULL OR status = p_status)
+           AND (p_assignee_id IS NULL OR assignee_id = p_assignee_id)
+           AND (p_include_deleted OR deleted_at IS NULL)
+           AND (p_after_created_at IS NULL
+                OR (created_at, task_id) > (p_after_created_at, COALESCE(p_after_id, '00000000-0000-0000-0000-000000000000')))
+         ORDER BY created_at, task_id
+         LIMIT p_limit;
+END
+$$;
+
+-- Change fields of a live task: p_changes holds the new values (null clears the
+-- optional fields assignee_id and due_date). Moving to another project needs a live
+-- project of the same tenant. Typed values are parsed before the UPDATE (Citus allows
+-- only IMMUTABLE expressions in an UPDATE's CASE, and text::date is not), and a value
+-- that does not parse is 22023 naming its field.
+CREATE OR REPLACE FUNCTION api.update_task(p_tenant_id uuid, p_task_id uuid, p_changes jsonb)
+RETURNS core.tasks
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_task core.tasks;
+    v_field text;
+    v_assignee_id uuid;
+    v_due_date date;
+    v_project_id uuid;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_known_fields(
+        p_changes,
+        ARRAY['title', 'description', 'status', 'priority', 'assignee_id', 'due_date', 'project_id'],
+        'task');
+    BEGIN
+        v_field := 'assignee_id'; v_assignee_id := (p_changes ->> 'assignee_id')::uuid;
+        v_field := 'due_date';    v_due_date := (p_changes ->> 'due_date')::date;
+        v_field := 'project_id';  v_project_id := (p_changes ->> 'project_id')::uuid;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION '% is not a valid %', p_changes ->> v_field, v_field USING
+            ERRCODE = '22023', COLUMN = v_field;
+    END;
+    IF p_changes ? 'project_id' THEN
+        PERFORM 1 FROM core.projects
+         WHERE tenant_id = p_tenant_id AND project_id = v_project_id AND deleted_at IS NULL;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'project % not found', v_project_id USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+    UPDATE core.tasks SET
+        title       = CASE WHEN p_changes ? 'title' THEN p_changes ->> 'title' ELSE title END,
+        description = CASE WHEN p_changes ? 'description' THEN p_changes ->> 'description' ELSE description END,
+        status      = CASE WHEN p_changes ? 'status' THEN p_changes ->> 'status' ELSE status END,
+        priority    = CASE WHEN p_changes ? 'priority' THEN p_changes ->> 'priority' ELSE priority END,
+        assignee_id = CASE WHEN p_changes ? 'assignee_id' THEN v_assignee_id ELSE assignee_id END,
+        due_date    = CASE WHEN p_changes ? 'due_date' THEN v_due_date ELSE due_date END,
+        project_id  = CASE WHEN p_changes ? 'project_id' THEN v_project_id ELSE project_id END
+     WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+    RETURNING * INTO v_task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_task;
+END
+$$;
+
+-- Soft-delete a live task.
+CREATE OR REPLACE FUNCTION api.delete_task(p_tenant_id uuid, p_task_id uuid)
+RETURNS core.tasks
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_task core.tasks;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id);
+    UPDATE core.tasks SET deleted_at = now()
+     WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+    RETURNING * INTO v_task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_task;
+END
+$$;

@@ -1,0 +1,133 @@
+"""Fixtures: a migrated database, role pools and tenants.
+
+By default the suite runs on the embedded server, in a database of its own
+(`tenantry_test`, created afresh each run). With TENANTRY_TEST_DSN it runs against that
+server instead (e.g. a Citus coordinator: `tenantry citus dev-cluster up`), after
+removing the project's objects there and migrating from zero.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from hypothesis import settings as hypothesis_settings
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from sqlalchemy.engine import make_url
+
+from db import migrate
+from db.context import open_pool
+from db.embedded import embedded_server
+from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
+
+TEST_DATABASE = "tenantry_test"
+
+hypothesis_settings.register_profile("default", deadline=None)
+hypothesis_settings.load_profile("default")
+
+
+def reset_project_objects(url: str) -> None:
+    """Remove everything the project created in a database (roles stay: cluster-wide)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        has_alembic = conn.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL").fetchone()[0]
+    if has_alembic:
+        migrate.downgrade(url, "base")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for schema in ("analytics", "admin", "ops", "api", "core"):
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute("DROP TABLE IF EXISTS public.alembic_version")
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """(Re)create database `name` on the server of `server_url`; return its URL."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A URL of the server under test (any database on it)."""
+    if dsn := os.environ.get("TENANTRY_TEST_DSN"):
+        return dsn
+    server = embedded_server(get_settings())
+    server.start()
+    return server.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def owner_url(server_url: str) -> str:
+    """Owner DSN of a database migrated from zero to head."""
+    if os.environ.get("TENANTRY_TEST_DSN"):
+        url = server_url
+        reset_project_objects(url)
+    else:
+        url = fresh_database(server_url, TEST_DATABASE)
+    migrate.migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def is_citus(owner_url: str) -> bool:
+    with psycopg.connect(owner_url) as conn:
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()[0]
+
+
+@pytest.fixture(scope="session")
+def test_settings(owner_url: str) -> Settings:
+    return Settings(database_url=owner_url)
+
+
+def _pool(settings: Settings, role: str) -> Iterator[ConnectionPool]:
+    pool = open_pool(settings.role_url(role), settings, name=role)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session")
+def api_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
+    yield from _pool(test_settings, API_ROLE)
+
+
+@pytest.fixture(scope="session")
+def admin_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
+    yield from _pool(test_settings, PLATFORM_ADMIN_ROLE)
+
+
+@pytest.fixture(scope="session")
+def analyst_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
+    yield from _pool(test_settings, ANALYST_ROLE)
+
+
+@pytest.fixture
+def owner(owner_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+NewTenant = Callable[..., uuid.UUID]
+
+
+@pytest.fixture(scope="session")
+def new_tenant(admin_pool: ConnectionPool) -> NewTenant:
+    """Create a tenant through admin.create_tenant (as the platform admin); return its id."""
+
+    def create(plan: str = "pro", status: str = "active") -> uuid.UUID:
+        slug = f"t-{uuid.uuid4().hex[:12]}"
+        with admin_pool.connection() as conn:
+            tenant_id = conn.execute(
+                "SELECT tenant_id FROM admin.create_tenant(%s, %s, %s)", (slug, f"Tenant {slug}", plan)
+            ).fetchone()[0]
+            if status != "active":
+                conn.execute("SELECT admin.set_tenant_status(%s, %s)", (tenant_id, status))
+        return tenant_id
+
+    return create
