@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Annotated, Any, TypeVar
 
 import psycopg
+import sqlalchemy.exc
 import typer
 
 from db import citus_dev, embedded, lint, migrate
@@ -35,7 +36,10 @@ def _friendly(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except sqlalchemy.exc.DBAPIError as exc:  # Alembic's connection wraps driver errors
+                raise exc.orig from None
         except (ServerError, migrate.MigrationError, citus_dev.ClusterError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:

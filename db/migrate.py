@@ -61,7 +61,8 @@ def _apply_repeatables(conn: Connection, settings: Settings | None) -> None:
         try:
             execute_script(raw, file.read_text())
         except psycopg.Error as exc:
-            raise MigrationError(f"{file.relative_to(PROJECT_ROOT)}: {exc}") from exc
+            name = file.relative_to(PROJECT_ROOT) if file.is_relative_to(PROJECT_ROOT) else file
+            raise MigrationError(f"{name}: {exc}") from exc
     if settings is not None and settings.app_role_password:
         password = settings.app_role_password.get_secret_value()
         for role in (API_ROLE, WORKER_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE):

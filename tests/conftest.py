@@ -52,13 +52,16 @@ def fresh_database(server_url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url() -> str:
+def server_url() -> Iterator[str]:
     """A URL of the server under test (any database on it)."""
     if dsn := os.environ.get("TENANTRY_TEST_DSN"):
-        return dsn
+        yield dsn
+        return
     server = embedded_server(get_settings())
-    server.start()
-    return server.url("postgres")
+    started = server.start()
+    yield server.url("postgres")
+    if started:  # leave a server someone else started running
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Dramatiq actors and the scheduler (later issues). Not built yet."""

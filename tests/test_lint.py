@@ -1,0 +1,75 @@
+"""`tenantry db lint`: passes on the real schema, and names each kind of violation."""
+
+from __future__ import annotations
+
+import pytest
+
+from db import lint
+
+
+def test_the_schema_passes_lint(owner_url):
+    assert lint.lint(owner_url) == []
+
+
+@pytest.fixture
+def bad_schema(owner):
+    """A throwaway schema with one table breaking every rule, and a bad function."""
+    owner.execute("DROP SCHEMA IF EXISTS lint_probe CASCADE")
+    owner.execute("CREATE SCHEMA lint_probe")
+    owner.execute("""
+        CREATE TABLE lint_probe.notes (
+            note_id uuid PRIMARY KEY,
+            tenant_id uuid NOT NULL,
+            slug text UNIQUE,
+            project_id uuid,
+            FOREIGN KEY (tenant_id, project_id) REFERENCES core.projects (tenant_id, project_id)
+        )""")
+    owner.execute("CREATE TABLE lint_probe.half (tenant_id uuid, id int, PRIMARY KEY (tenant_id, id))")
+    owner.execute("CREATE UNIQUE INDEX half_id ON lint_probe.half (id)")
+    owner.execute("ALTER TABLE lint_probe.half ENABLE ROW LEVEL SECURITY")
+    owner.execute("CREATE POLICY everyone ON lint_probe.half USING (true)")
+    owner.execute("CREATE FUNCTION lint_probe.risky() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+    yield
+    owner.execute("DROP SCHEMA lint_probe CASCADE")
+
+
+def test_lint_names_every_violation(owner_url, bad_schema, is_citus):
+    problems = {str(p) for p in lint.lint(owner_url, schemas=("lint_probe",))}
+    expected = {
+        "lint_probe.notes: row level security is not enabled",
+        "lint_probe.notes: row level security is not forced (owner would bypass it)",
+        "lint_probe.notes: has no row level security policy",
+        "lint_probe.notes: primary key notes_pkey lacks tenant_id: PRIMARY KEY (note_id)",
+        "lint_probe.notes: unique constraint notes_slug_key lacks tenant_id: UNIQUE (slug)",
+        "lint_probe.half: row level security is not forced (owner would bypass it)",
+        "lint_probe.half: no policy compares with core.current_tenant_id()",
+        "lint_probe.half: a policy applies TO PUBLIC; scope policies to a role",
+        "lint_probe.half: unique index half_id lacks tenant_id: "
+        "CREATE UNIQUE INDEX half_id ON lint_probe.half USING btree (id)",
+        "lint_probe.risky(): SECURITY DEFINER without SET search_path",
+        "lint_probe.risky(): PUBLIC may execute it; grant it to a role instead",
+    }
+    if is_citus:
+        expected |= {"lint_probe.notes: is not distributed on tenant_id",
+                     "lint_probe.half: is not distributed on tenant_id"}
+    assert problems == expected
+
+
+def test_lint_command_exits_non_zero_naming_the_table(owner_url, owner, monkeypatch):
+    from typer.testing import CliRunner
+
+    from db.cli import app
+    from db.settings import get_settings
+
+    monkeypatch.setenv("TENANTRY_DATABASE_URL", owner_url)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "lint"]).exit_code == 0
+    owner.execute("CREATE TABLE core.lint_probe (tenant_id uuid, id int, PRIMARY KEY (tenant_id, id))")
+    try:
+        result = runner.invoke(app, ["db", "lint"])
+    finally:
+        owner.execute("DROP TABLE core.lint_probe")
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "core.lint_probe: row level security is not enabled" in result.output
