@@ -103,7 +103,6 @@ def db_downgrade(target: Annotated[str, typer.Argument(help="Revision to go down
 @_friendly
 def db_status() -> None:
     """Show the database's revision, the code's head, and whether Citus is present."""
-    settings = get_settings()
     url = _owner_url()
     st = migrate.status(url)
     typer.echo(f"database: {embedded.redacted(url)}")
@@ -113,7 +112,6 @@ def db_status() -> None:
         typer.echo(f"citus:    {st.citus_version}, {st.worker_nodes} worker node(s)")
     else:
         typer.echo("citus:    not installed (single-node PostgreSQL)")
-    del settings
 
 
 @db_app.command("lint")

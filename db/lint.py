@@ -93,6 +93,10 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
         if citus:
             placement = {row[0]: row[1:] for row in conn.execute(_CITUS_TABLES)}
         anchor = placement.get(COLOCATION_ANCHOR)
+        if COLOCATION_ANCHOR.split(".")[0] in schemas and not conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (COLOCATION_ANCHOR,)
+        ).fetchone()[0]:
+            problems.append(Problem(COLOCATION_ANCHOR, "missing: run `tenantry db migrate` first"))
 
         for oid, name, has_tenant_id, is_reference, rls, force, policies, tenant_policies, public_policies in (
             conn.execute(_TABLES, (list(schemas),))

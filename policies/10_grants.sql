@@ -41,3 +41,4 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin TO tenantry_platform_admin;
 ----------------------------------------------------------------------------------------
 GRANT USAGE ON SCHEMA analytics TO tenantry_analyst;
 GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO tenantry_analyst;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA analytics TO tenantry_analyst;

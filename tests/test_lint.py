@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from db import lint
+from tests.conftest import fresh_database
 
 
 def test_the_schema_passes_lint(owner_url):
     assert lint.lint(owner_url) == []
+
+
+def test_lint_of_an_unmigrated_database_says_to_migrate(server_url):
+    empty = fresh_database(server_url, "tenantry_scratch_lint_empty")
+    try:
+        assert [str(p) for p in lint.lint(empty)] == ["core.tenants: missing: run `tenantry db migrate` first"]
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE tenantry_scratch_lint_empty WITH (FORCE)")
 
 
 @pytest.fixture
