@@ -17,7 +17,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO tenantry_api;
 GRANT EXECUTE ON FUNCTION
     core.current_tenant_id(), core.current_actor_id(), core.current_actor_type(),
     core.current_request_id(), core.tenant_status(uuid), core.assert_tenant_context(uuid),
-    core.assert_tenant_readable(uuid), core.assert_tenant_writable(uuid),
+    core.assert_tenant_allows(uuid, boolean),
     core.assert_known_fields(jsonb, text[], text), core.assert_page_size(integer),
     core.raise_duplicate_project_name(text)
 TO tenantry_api;

@@ -17,8 +17,8 @@ LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = ''
 AS $$ SELECT status FROM core.tenants WHERE tenant_id = p_tenant_id $$;
 
--- Raise TN001/TN002 unless the tenant may write.
-CREATE OR REPLACE FUNCTION core.assert_tenant_writable(p_tenant_id uuid)
+-- Raise TN002 if the tenant is deleted and, for a write, TN001 if it is suspended.
+CREATE OR REPLACE FUNCTION core.assert_tenant_allows(p_tenant_id uuid, p_write boolean)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = ''
@@ -26,30 +26,15 @@ AS $$
 DECLARE
     v_status text := core.tenant_status(p_tenant_id);
 BEGIN
-    IF v_status = 'suspended' THEN
+    IF v_status = 'deleted' THEN
+        RAISE EXCEPTION 'tenant is deleted' USING
+            ERRCODE = 'TN002',
+            DETAIL = 'A deleted tenant can neither read nor change its data.';
+    ELSIF v_status = 'suspended' AND p_write THEN
         RAISE EXCEPTION 'tenant is suspended' USING
             ERRCODE = 'TN001',
             DETAIL = 'A suspended tenant can read its data but not change it.',
             HINT = 'Ask a platform administrator to reactivate the tenant.';
-    ELSIF v_status = 'deleted' THEN
-        RAISE EXCEPTION 'tenant is deleted' USING
-            ERRCODE = 'TN002',
-            DETAIL = 'A deleted tenant can neither read nor change its data.';
-    END IF;
-END
-$$;
-
--- Raise TN002 if the tenant is deleted.
-CREATE OR REPLACE FUNCTION core.assert_tenant_readable(p_tenant_id uuid)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF core.tenant_status(p_tenant_id) = 'deleted' THEN
-        RAISE EXCEPTION 'tenant is deleted' USING
-            ERRCODE = 'TN002',
-            DETAIL = 'A deleted tenant can neither read nor change its data.';
     END IF;
 END
 $$;
@@ -67,7 +52,7 @@ BEGIN
             ERRCODE = '42501',
             HINT = 'Open the transaction with SET LOCAL app.tenant_id to the same tenant.';
     END IF;
-    PERFORM core.assert_tenant_readable(p_tenant_id);
+    PERFORM core.assert_tenant_allows(p_tenant_id, false);
 END
 $$;
 
@@ -83,7 +68,7 @@ SET search_path = ''
 AS $$
 BEGIN
     -- NEW is NULL for DELETE, OLD for INSERT
-    PERFORM core.assert_tenant_writable(COALESCE(NEW.tenant_id, OLD.tenant_id));
+    PERFORM core.assert_tenant_allows(COALESCE(NEW.tenant_id, OLD.tenant_id), true);
     RETURN COALESCE(NEW, OLD);
 END
 $$;
