@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import psycopg
 
 #: Schemas that hold the project's objects (tables live in core; the others hold code).
-PROJECT_SCHEMAS = ("core", "api", "ops", "admin", "analytics", "audit", "usage", "billing")
+PROJECT_SCHEMAS = ("core", "api", "auth", "ops", "admin", "analytics", "audit", "usage", "billing")
 #: The table every tenant table is colocated with on Citus.
 COLOCATION_ANCHOR = "core.tenants"
 

@@ -4,25 +4,31 @@
 ----------------------------------------------------------------------------------------
 -- closed by default
 ----------------------------------------------------------------------------------------
-REVOKE ALL ON SCHEMA core, api, ops, admin, analytics FROM PUBLIC;
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA core, api, ops, admin, analytics FROM PUBLIC;
+REVOKE ALL ON SCHEMA core, api, auth, ops, admin, analytics FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA core, api, auth, ops, admin, analytics FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA core, analytics FROM PUBLIC;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_api: the api.* contract; table rights for the invoker-rights functions,
 -- bounded by RLS (no DELETE: rows are soft-deleted)
 ----------------------------------------------------------------------------------------
-GRANT USAGE ON SCHEMA api, core TO tenantry_api;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO tenantry_api;
+GRANT USAGE ON SCHEMA api, auth, core TO tenantry_api;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api, auth TO tenantry_api;
 GRANT EXECUTE ON FUNCTION
     core.current_tenant_id(), core.current_actor_id(), core.current_actor_type(),
-    core.current_request_id(), core.tenant_status(uuid), core.assert_tenant_context(uuid),
-    core.assert_tenant_allows(uuid, boolean),
+    core.current_request_id(), core.current_scopes(), core.current_member_role(),
+    core.tenant_status(uuid), core.assert_tenant_context(uuid, text),
+    core.assert_tenant_allows(uuid, boolean), core.assert_scope(text),
+    core.assert_may_manage_role(text), core.assert_grantable_scopes(text[]),
     core.assert_known_fields(jsonb, text[], text), core.assert_page_size(integer),
-    core.raise_duplicate_project_name(text)
+    core.raise_duplicate_project_name(text), core.open_invitation_for_update(uuid, uuid)
 TO tenantry_api;
-GRANT SELECT ON core.plans, core.tenants TO tenantry_api;
+GRANT SELECT ON core.plans, core.tenants, core.scopes, core.roles, core.role_scopes,
+                core.platform_admin_actions TO tenantry_api;
 GRANT SELECT, INSERT, UPDATE ON core.projects, core.tasks TO tenantry_api;
+GRANT SELECT, UPDATE, DELETE ON core.memberships TO tenantry_api;
+GRANT SELECT, UPDATE ON core.invitations, core.api_keys TO tenantry_api;
+GRANT SELECT, INSERT, UPDATE, DELETE ON core.idempotency_keys TO tenantry_api;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_worker: ops.* only

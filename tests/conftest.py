@@ -17,11 +17,12 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from psycopg import sql
 from psycopg.rows import dict_row
+from argon2 import PasswordHasher
 from psycopg_pool import ConnectionPool
 from sqlalchemy.engine import make_url
 
 from db import migrate
-from db.context import open_pool
+from db.context import open_pool, tenant_transaction
 from db.embedded import embedded_server
 from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
 
@@ -38,7 +39,7 @@ def reset_project_objects(url: str) -> None:
     if has_alembic:
         migrate.downgrade(url, "base")
     with psycopg.connect(url, autocommit=True) as conn:
-        for schema in ("analytics", "admin", "ops", "api", "core"):
+        for schema in ("analytics", "admin", "ops", "auth", "api", "core"):
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         conn.execute("DROP TABLE IF EXISTS public.alembic_version")
 
@@ -118,18 +119,49 @@ def owner(owner_url: str) -> Iterator[psycopg.Connection]:
 
 NewTenant = Callable[..., uuid.UUID]
 
+#: One argon2id hash for every test user (hashing is deliberately slow).
+TEST_PASSWORD = "correct horse battery staple"
+TEST_PASSWORD_HASH = PasswordHasher().hash(TEST_PASSWORD)
+
+#: tenant id -> the user who signed it up (its owner), for acting as that tenant.
+OWNERS: dict[uuid.UUID, uuid.UUID] = {}
+
 
 @pytest.fixture(scope="session")
-def new_tenant(admin_pool: ConnectionPool) -> NewTenant:
-    """Create a tenant through admin.create_tenant (as the platform admin); return its id."""
+def platform_admin(owner_url: str) -> uuid.UUID:
+    """A platform administrator (made by the owner: no API creates one)."""
+    with psycopg.connect(owner_url) as conn:
+        return conn.execute(
+            "INSERT INTO core.users (email, name, password_hash, is_platform_admin)"
+            " VALUES (%s, 'Platform Admin', %s, true) RETURNING user_id",
+            (f"admin-{uuid.uuid4().hex[:8]}@tenantry.test", TEST_PASSWORD_HASH),
+        ).fetchone()[0]
+
+
+@pytest.fixture(scope="session")
+def as_admin(admin_pool: ConnectionPool, platform_admin: uuid.UUID):
+    """Open a platform-admin transaction: `with as_admin() as conn: ...`."""
+
+    def open_transaction(**context):
+        return tenant_transaction(admin_pool, None, actor_id=platform_admin, actor_type="platform_admin", **context)
+
+    return open_transaction
+
+
+@pytest.fixture(scope="session")
+def new_tenant(api_pool: ConnectionPool, as_admin) -> NewTenant:
+    """Sign up a tenant (a new user as its owner) through auth.sign_up; return its id."""
 
     def create(plan: str = "pro", status: str = "active") -> uuid.UUID:
         slug = f"t-{uuid.uuid4().hex[:12]}"
-        with admin_pool.connection() as conn:
-            tenant_id = conn.execute(
-                "SELECT tenant_id FROM admin.create_tenant(%s, %s, %s)", (slug, f"Tenant {slug}", plan)
-            ).fetchone()[0]
-            if status != "active":
+        with api_pool.connection() as conn:
+            user_id, tenant_id = conn.execute(
+                "SELECT user_id, tenant_id FROM auth.sign_up(%s, %s, %s, %s, %s, %s)",
+                (f"{slug}@tenantry.test", f"Owner of {slug}", TEST_PASSWORD_HASH, slug, f"Tenant {slug}", plan),
+            ).fetchone()
+        OWNERS[tenant_id] = user_id
+        if status != "active":
+            with as_admin() as conn:
                 conn.execute("SELECT admin.set_tenant_status(%s, %s)", (tenant_id, status))
         return tenant_id
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from db.context import ContextError, context_statement, tenant_transaction
-from tests.helpers import one
+from tests.helpers import one, owner_transaction
 
 
 @pytest.mark.parametrize(
@@ -48,10 +48,10 @@ def test_context_is_visible_inside_and_gone_after_the_transaction(api_pool, new_
 
 def test_a_rolled_back_transaction_keeps_nothing(api_pool, new_tenant):
     tenant = new_tenant()
-    with pytest.raises(RuntimeError), tenant_transaction(api_pool, tenant) as conn:
+    with pytest.raises(RuntimeError), owner_transaction(api_pool, tenant) as conn:
         conn.execute("SELECT api.create_project(%s, 'ghost')", (tenant,))
         raise RuntimeError("the request failed after the write")
-    with tenant_transaction(api_pool, tenant) as conn:
+    with owner_transaction(api_pool, tenant) as conn:
         assert conn.execute("SELECT count(*) FROM api.list_projects(%s)", (tenant,)).fetchone()[0] == 0
 
 
@@ -70,7 +70,10 @@ def test_roles_have_only_their_own_doors(api_pool, admin_pool, analyst_pool, new
     tenant = new_tenant()
     one(api_pool, tenant, "create_project", "P")
     forbidden = [
-        (api_pool, "SELECT admin.create_tenant('api-made', 'x')"),
+        (api_pool, "SELECT admin.create_tenant('api-made', 'x', 'free', gen_random_uuid())"),
+        (api_pool, "SELECT * FROM core.users"),
+        (api_pool, "SELECT * FROM core.sessions"),
+        (api_pool, "INSERT INTO core.memberships VALUES (gen_random_uuid(), gen_random_uuid(), 'owner')"),
         (api_pool, "DELETE FROM core.projects"),
         (api_pool, "SELECT * FROM analytics.tenant_overview"),
         (api_pool, "INSERT INTO core.tenant_slugs VALUES ('x-y-z', gen_random_uuid())"),

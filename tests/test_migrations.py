@@ -16,7 +16,7 @@ from db import PROJECT_ROOT, migrate
 from db.sqlscript import execute_script
 from tests.conftest import fresh_database
 
-SCHEMAS = ["core", "api", "ops", "admin", "analytics"]
+SCHEMAS = ["core", "api", "auth", "ops", "admin", "analytics"]
 
 # One line per object of the project's schemas, as the catalog describes it.
 CATALOG_SNAPSHOT = """

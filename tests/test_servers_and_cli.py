@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from db import migrate
 from db.cli import app
 from db.embedded import bin_dir
 from db.server import LocalServer, ServerError
@@ -62,7 +63,8 @@ def test_status_reports_revision_and_citus(owner_url, is_citus, monkeypatch):
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    assert "revision: 0001" in result.output
+    head = migrate.status(owner_url).head
+    assert f"revision: {head}\nhead:     {head}\n" in result.output
     assert ("citus:    14" in result.output) if is_citus else ("citus:    not installed" in result.output)
 
 

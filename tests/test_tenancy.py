@@ -11,12 +11,13 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from db.context import tenant_transaction
-from tests.helpers import call, one
+from tests.conftest import OWNERS, TEST_PASSWORD_HASH
+from tests.helpers import call, one, owner_transaction
 
 
 def test_create_get_update_delete_project(api_pool, new_tenant):
     tenant = new_tenant()
-    actor = uuid.uuid4()
+    actor = OWNERS[tenant]
     with tenant_transaction(api_pool, tenant, actor_id=actor, actor_type="user") as conn:
         created = conn.execute("SELECT project_id, created_by FROM api.create_project(%s, %s, %s)",
                                (tenant, "Apollo", "to the moon")).fetchone()
@@ -141,7 +142,7 @@ def test_no_live_task_in_a_deleted_project(api_pool, new_tenant):
     with pytest.raises(errors.NoDataFound):
         one(api_pool, tenant, "update_task", task["task_id"], Jsonb({"project_id": str(dead)}))
     # and in the table itself, whatever the path: TN010
-    with tenant_transaction(api_pool, tenant) as conn, pytest.raises(psycopg.Error) as exc:
+    with owner_transaction(api_pool, tenant) as conn, pytest.raises(psycopg.Error) as exc:
         conn.execute("UPDATE core.tasks SET project_id = %s WHERE tenant_id = %s AND task_id = %s",
                      (dead, tenant, task["task_id"]))
     assert exc.value.sqlstate == "TN010"
@@ -187,10 +188,10 @@ def test_unparsable_task_values_name_their_field(api_pool, new_tenant, field, va
 # -- tenant status ------------------------------------------------------------------------
 
 
-def test_suspended_tenant_reads_but_cannot_write(api_pool, admin_pool, new_tenant):
+def test_suspended_tenant_reads_but_cannot_write(api_pool, as_admin, new_tenant):
     tenant = new_tenant()
     project = one(api_pool, tenant, "create_project", "P")["project_id"]
-    with admin_pool.connection() as conn:
+    with as_admin() as conn:
         row = conn.execute("SELECT status, suspended_at FROM admin.set_tenant_status(%s, 'suspended')",
                            (tenant,)).fetchone()
     assert row[0] == "suspended" and row[1] is not None
@@ -205,15 +206,15 @@ def test_suspended_tenant_reads_but_cannot_write(api_pool, admin_pool, new_tenan
         assert exc.value.sqlstate == "TN001"
         assert "suspended" in exc.value.diag.message_primary
 
-    with admin_pool.connection() as conn:
+    with as_admin() as conn:
         conn.execute("SELECT admin.set_tenant_status(%s, 'active')", (tenant,))
     assert one(api_pool, tenant, "create_project", "Q")["name"] == "Q"
 
 
-def test_deleted_tenant_can_neither_read_nor_write_and_stays_deleted(api_pool, admin_pool, new_tenant):
+def test_deleted_tenant_can_neither_read_nor_write_and_stays_deleted(api_pool, as_admin, new_tenant):
     tenant = new_tenant()
     project = one(api_pool, tenant, "create_project", "P")["project_id"]
-    with admin_pool.connection() as conn:
+    with as_admin() as conn:
         conn.execute("SELECT admin.set_tenant_status(%s, 'deleted')", (tenant,))
     for attempt in (lambda: one(api_pool, tenant, "get_project", project),
                     lambda: call(api_pool, tenant, "list_projects"),
@@ -222,7 +223,7 @@ def test_deleted_tenant_can_neither_read_nor_write_and_stays_deleted(api_pool, a
         with pytest.raises(psycopg.Error) as exc:
             attempt()
         assert exc.value.sqlstate == "TN002"
-    with admin_pool.connection() as conn, pytest.raises(psycopg.Error) as exc:
+    with as_admin() as conn, pytest.raises(psycopg.Error) as exc:
         conn.execute("SELECT admin.set_tenant_status(%s, 'active')", (tenant,))
     assert exc.value.sqlstate == "TN003"
 
@@ -233,23 +234,47 @@ def test_status_timestamps_cannot_contradict_the_status(owner, new_tenant):
         owner.execute("UPDATE core.tenants SET suspended_at = now() WHERE tenant_id = %s", (tenant,))
 
 
-def test_tenant_slugs_are_globally_unique_and_validated(admin_pool):
+def test_tenant_slugs_are_globally_unique_and_validated(api_pool):
+    def sign_up(slug: str, plan: str = "free") -> None:
+        email = f"{uuid.uuid4().hex[:10]}@tenantry.test"
+        with api_pool.connection() as conn:
+            conn.execute("SELECT auth.sign_up(%s, 'Ann', %s, %s, 'Acme', %s)", (email, TEST_PASSWORD_HASH, slug, plan))
+
     slug = f"acme-{uuid.uuid4().hex[:8]}"
-    with admin_pool.connection() as conn:
-        conn.execute("SELECT admin.create_tenant(%s, 'Acme')", (slug,))
-    with admin_pool.connection() as conn, pytest.raises(errors.UniqueViolation) as exc:
-        conn.execute("SELECT admin.create_tenant(%s, 'Acme again')", (slug,))
-    assert exc.value.diag.constraint_name == "tenant_slugs_pkey"
-    with admin_pool.connection() as conn, pytest.raises(errors.CheckViolation):
-        conn.execute("SELECT admin.create_tenant('Not A Slug!', 'Bad')")
-    with admin_pool.connection() as conn, pytest.raises(errors.ForeignKeyViolation):
-        conn.execute("SELECT admin.create_tenant(%s, 'No plan', 'platinum')", (f"np-{uuid.uuid4().hex[:8]}",))
+    sign_up(slug)
+    with pytest.raises(errors.UniqueViolation) as exc:
+        sign_up(slug)
+    assert (exc.value.diag.constraint_name, exc.value.diag.column_name) == ("tenant_slugs_pkey", "slug")
+    with pytest.raises(errors.CheckViolation):
+        sign_up("Not A Slug!")
+    with pytest.raises(errors.ForeignKeyViolation):
+        sign_up(f"np-{uuid.uuid4().hex[:8]}", plan="platinum")
+
+
+def test_platform_admin_actions_are_recorded_with_the_admin(as_admin, platform_admin, admin_pool, new_tenant):
+    tenant = new_tenant()
+    with as_admin(request_id="req-42") as conn:
+        conn.execute("SELECT admin.set_tenant_status(%s, 'suspended')", (tenant,))
+        conn.execute("SELECT admin.set_tenant_status(%s, 'active')", (tenant,))
+        actions = conn.execute("SELECT action, admin_user_id, request_id FROM admin.list_tenant_actions(%s)",
+                               (tenant,)).fetchall()
+    assert sorted(actions) == [("reactivate", platform_admin, "req-42"), ("suspend", platform_admin, "req-42")]
+
+
+@pytest.mark.parametrize("actor_type", ["platform_admin", "user", None])
+def test_only_a_platform_administrator_may_use_admin_functions(admin_pool, new_tenant, actor_type):
+    tenant = new_tenant()
+    owner = OWNERS[tenant]  # a real user, but not a platform administrator
+    with pytest.raises(psycopg.Error) as exc, tenant_transaction(
+            admin_pool, None, actor_id=owner if actor_type else None, actor_type=actor_type) as conn:
+        conn.execute("SELECT admin.set_tenant_status(%s, 'suspended')", (tenant,))
+    assert exc.value.sqlstate == "TA060"
 
 
 def test_tenant_sees_its_own_record_and_plan(api_pool, new_tenant):
     tenant = new_tenant(plan="free")
     me = one(api_pool, tenant, "get_tenant")
     assert (me["tenant_id"], me["plan_id"], me["status"]) == (tenant, "free", "active")
-    with tenant_transaction(api_pool, tenant) as conn:
+    with owner_transaction(api_pool, tenant) as conn:
         limits = conn.execute("SELECT limits FROM core.plans WHERE plan_id = 'free'").fetchone()[0]
     assert limits["projects"] == 3

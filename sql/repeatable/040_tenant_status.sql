@@ -4,7 +4,7 @@
 --
 -- The checks read core.tenants, so they cannot live in RLS policies (architecture fact
 -- 11): writes are refused by row triggers on every tenant table, reads by the api.*
--- functions through core.assert_tenant_context().
+-- functions through core.assert_tenant_context() (070_access.sql).
 
 ----------------------------------------------------------------------------------------
 -- lookups and assertions
@@ -36,23 +36,6 @@ BEGIN
             DETAIL = 'A suspended tenant can read its data but not change it.',
             HINT = 'Ask a platform administrator to reactivate the tenant.';
     END IF;
-END
-$$;
-
--- The first line of every api.* function: the tenant argument (which lets Citus route
--- the call) must be the transaction's tenant context, and the tenant must be readable.
-CREATE OR REPLACE FUNCTION core.assert_tenant_context(p_tenant_id uuid)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF p_tenant_id IS NULL OR p_tenant_id IS DISTINCT FROM core.current_tenant_id() THEN
-        RAISE EXCEPTION 'the tenant argument is not the tenant of this transaction' USING
-            ERRCODE = '42501',
-            HINT = 'Open the transaction with SET LOCAL app.tenant_id to the same tenant.';
-    END IF;
-    PERFORM core.assert_tenant_allows(p_tenant_id, false);
 END
 $$;
 

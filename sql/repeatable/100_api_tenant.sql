@@ -11,7 +11,7 @@ AS $$
 DECLARE
     v_tenant core.tenants;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'tenant:read');
     SELECT * INTO v_tenant FROM core.tenants WHERE tenant_id = p_tenant_id;
     RETURN v_tenant;
 END

@@ -34,7 +34,7 @@ AS $$
 DECLARE
     v_project core.projects;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     INSERT INTO core.projects (tenant_id, name, description, created_by)
     VALUES (p_tenant_id, p_name, COALESCE(p_description, ''), core.current_actor_id())
     RETURNING * INTO v_project;
@@ -53,7 +53,7 @@ AS $$
 DECLARE
     v_project core.projects;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
     SELECT * INTO v_project FROM core.projects
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
@@ -76,7 +76,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = ''
 AS $$
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
     PERFORM core.assert_page_size(p_limit);
     RETURN QUERY
         SELECT * FROM core.projects
@@ -98,7 +98,7 @@ AS $$
 DECLARE
     v_project core.projects;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     PERFORM core.assert_known_fields(p_changes, ARRAY['name', 'description'], 'project');
     UPDATE core.projects SET
         name        = CASE WHEN p_changes ? 'name' THEN p_changes ->> 'name' ELSE name END,
@@ -123,7 +123,7 @@ AS $$
 DECLARE
     v_project core.projects;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     UPDATE core.projects SET deleted_at = now()
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
     RETURNING * INTO v_project;

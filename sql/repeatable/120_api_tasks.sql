@@ -20,7 +20,7 @@ AS $$
 DECLARE
     v_task core.tasks;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     -- one error for "no such project" and "another tenant's project" (no existence leak)
     PERFORM 1 FROM core.projects
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL;
@@ -46,7 +46,7 @@ AS $$
 DECLARE
     v_task core.tasks;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
     SELECT * INTO v_task FROM core.tasks
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
@@ -73,7 +73,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = ''
 AS $$
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
     PERFORM core.assert_page_size(p_limit);
     RETURN QUERY
         SELECT * FROM core.tasks
@@ -106,7 +106,7 @@ DECLARE
     v_due_date date;
     v_project_id uuid;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     PERFORM core.assert_known_fields(
         p_changes,
         ARRAY['title', 'description', 'status', 'priority', 'assignee_id', 'due_date', 'project_id'],
@@ -152,7 +152,7 @@ AS $$
 DECLARE
     v_task core.tasks;
 BEGIN
-    PERFORM core.assert_tenant_context(p_tenant_id);
+    PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     UPDATE core.tasks SET deleted_at = now()
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
     RETURNING * INTO v_task;

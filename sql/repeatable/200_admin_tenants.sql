@@ -1,13 +1,21 @@
--- admin: platform administration across tenants, for the platform-admin role only.
--- SECURITY DEFINER with an empty search_path: they run as the owner, beyond RLS, and
--- are the only way to create tenants or change their status.
+-- admin: platform administration across tenants, for the platform-admin role, and
+-- only with a platform administrator as the context's actor (TA060). SECURITY DEFINER
+-- with an empty search_path: they run as the owner, beyond RLS. Every change is
+-- recorded in core.platform_admin_actions with the administrator and request id.
 
--- Create a tenant with a globally unique slug (23505 on tenant_slugs_pkey if taken).
+-- Record an action by the context's administrator.
+CREATE OR REPLACE FUNCTION core.record_admin_action(p_tenant_id uuid, p_action text)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    INSERT INTO core.platform_admin_actions (tenant_id, admin_user_id, action, request_id)
+    VALUES (p_tenant_id, core.current_actor_id(), p_action, core.current_request_id())
+$$;
+
+-- Create a tenant with an existing user as its owner.
 CREATE OR REPLACE FUNCTION admin.create_tenant(
-    p_slug text,
-    p_name text,
-    p_plan_id text DEFAULT 'free',
-    p_settings jsonb DEFAULT '{}'
+    p_slug text, p_name text, p_plan_id text, p_owner_user_id uuid
 )
 RETURNS core.tenants
 LANGUAGE plpgsql SECURITY DEFINER
@@ -16,15 +24,14 @@ AS $$
 DECLARE
     v_tenant core.tenants;
 BEGIN
-    INSERT INTO core.tenants (slug, name, plan_id, settings)
-    VALUES (p_slug, p_name, p_plan_id, COALESCE(p_settings, '{}'))
-    RETURNING * INTO v_tenant;
-    INSERT INTO core.tenant_slugs (slug, tenant_id) VALUES (v_tenant.slug, v_tenant.tenant_id);
+    PERFORM core.assert_platform_admin();
+    IF NOT EXISTS (SELECT 1 FROM core.users WHERE user_id = p_owner_user_id) THEN
+        RAISE EXCEPTION 'user % not found', p_owner_user_id USING ERRCODE = 'P0002', COLUMN = 'owner_user_id';
+    END IF;
+    v_tenant := core.create_tenant(p_slug, p_name, p_plan_id);
+    INSERT INTO core.memberships (tenant_id, user_id, role) VALUES (v_tenant.tenant_id, p_owner_user_id, 'owner');
+    PERFORM core.record_admin_action(v_tenant.tenant_id, 'create');
     RETURN v_tenant;
-EXCEPTION WHEN unique_violation THEN
-    -- re-raised with a stable constraint name: on Citus the error names a shard
-    RAISE EXCEPTION 'the slug "%" is taken', p_slug USING
-        ERRCODE = '23505', CONSTRAINT = 'tenant_slugs_pkey', COLUMN = 'slug';
 END
 $$;
 
@@ -37,11 +44,15 @@ AS $$
 DECLARE
     v_tenant core.tenants;
 BEGIN
+    PERFORM core.assert_platform_admin();
     UPDATE core.tenants SET status = p_status WHERE tenant_id = p_tenant_id
     RETURNING * INTO v_tenant;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', p_tenant_id USING ERRCODE = 'P0002';
     END IF;
+    PERFORM core.record_admin_action(p_tenant_id, CASE p_status WHEN 'active' THEN 'reactivate'
+                                                                WHEN 'suspended' THEN 'suspend'
+                                                                ELSE 'delete' END);
     RETURN v_tenant;
 END
 $$;
@@ -57,6 +68,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
+    PERFORM core.assert_platform_admin();
     PERFORM core.assert_page_size(p_limit);
     RETURN QUERY
         SELECT t.* FROM core.tenant_slugs AS s
@@ -65,5 +77,17 @@ BEGIN
            AND (p_after_slug IS NULL OR s.slug > p_after_slug)
          ORDER BY s.slug
          LIMIT p_limit;
+END
+$$;
+
+-- The actions taken on a tenant, newest first.
+CREATE OR REPLACE FUNCTION admin.list_tenant_actions(p_tenant_id uuid)
+RETURNS SETOF core.platform_admin_actions
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM core.assert_platform_admin();
+    RETURN QUERY SELECT * FROM core.platform_admin_actions WHERE tenant_id = p_tenant_id ORDER BY at DESC;
 END
 $$;

@@ -1,0 +1,129 @@
+-- Access: which scopes the current actor holds in the current tenant, read from data
+-- (a user's membership role -> core.role_scopes; an API key's own scopes), and the
+-- assertions every api.* function starts with. Missing scope: TA010.
+
+----------------------------------------------------------------------------------------
+-- who is acting
+----------------------------------------------------------------------------------------
+
+-- The scopes of the context's actor in the context's tenant ('{}' when there is none).
+CREATE OR REPLACE FUNCTION core.current_scopes()
+RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_tenant_id uuid := core.current_tenant_id();
+    v_actor_id uuid := core.current_actor_id();
+    v_scopes text[];
+BEGIN
+    IF core.current_actor_type() = 'user' THEN
+        SELECT array_agg(rs.scope ORDER BY rs.scope) INTO v_scopes
+          FROM core.memberships AS m
+          JOIN core.role_scopes AS rs ON rs.role = m.role
+         WHERE m.tenant_id = v_tenant_id AND m.user_id = v_actor_id;
+    ELSIF core.current_actor_type() = 'api_key' THEN
+        SELECT k.scopes INTO v_scopes
+          FROM core.api_keys AS k
+         WHERE k.tenant_id = v_tenant_id AND k.key_id = v_actor_id
+           AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now());
+    END IF;
+    RETURN COALESCE(v_scopes, '{}');
+END
+$$;
+
+-- The membership role of the context's user (NULL for API keys and non-members).
+CREATE OR REPLACE FUNCTION core.current_member_role()
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$
+    SELECT m.role FROM core.memberships AS m
+     WHERE core.current_actor_type() = 'user'
+       AND m.tenant_id = core.current_tenant_id() AND m.user_id = core.current_actor_id()
+$$;
+
+----------------------------------------------------------------------------------------
+-- assertions
+----------------------------------------------------------------------------------------
+
+-- Raise TA010 unless the context's actor holds p_scope.
+CREATE OR REPLACE FUNCTION core.assert_scope(p_scope text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF NOT p_scope = ANY (core.current_scopes()) THEN
+        RAISE EXCEPTION 'this call needs the scope %', p_scope USING
+            ERRCODE = 'TA010',
+            HINT = 'Ask an owner or admin for a role (or an API key) that grants it.';
+    END IF;
+END
+$$;
+
+-- The first line of every tenant-scoped api.* function: the tenant argument (which
+-- lets Citus route the call) must be the transaction's tenant, the tenant must be
+-- readable, and the actor must hold p_scope (NULL: any actor of the tenant).
+CREATE OR REPLACE FUNCTION core.assert_tenant_context(p_tenant_id uuid, p_scope text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_tenant_id IS NULL OR p_tenant_id IS DISTINCT FROM core.current_tenant_id() THEN
+        RAISE EXCEPTION 'the tenant argument is not the tenant of this transaction' USING
+            ERRCODE = '42501',
+            HINT = 'Open the transaction with SET LOCAL app.tenant_id to the same tenant.';
+    END IF;
+    PERFORM core.assert_tenant_allows(p_tenant_id, false);
+    IF p_scope IS NOT NULL THEN
+        PERFORM core.assert_scope(p_scope);
+    END IF;
+END
+$$;
+
+-- Raise TA041 unless the actor may give or take away p_role: only owners manage owners.
+CREATE OR REPLACE FUNCTION core.assert_may_manage_role(p_role text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_role = 'owner' AND core.current_member_role() IS DISTINCT FROM 'owner' THEN
+        RAISE EXCEPTION 'only an owner can grant or take away the owner role' USING ERRCODE = 'TA041';
+    END IF;
+END
+$$;
+
+-- Raise TA060 unless the context's actor is a platform administrator.
+CREATE OR REPLACE FUNCTION core.assert_platform_admin()
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    IF core.current_actor_type() IS DISTINCT FROM 'platform_admin' OR NOT EXISTS (
+        SELECT 1 FROM core.users
+         WHERE user_id = core.current_actor_id() AND is_platform_admin AND status = 'active'
+    ) THEN
+        RAISE EXCEPTION 'only a platform administrator may do this' USING ERRCODE = 'TA060';
+    END IF;
+END
+$$;
+
+----------------------------------------------------------------------------------------
+-- hook
+----------------------------------------------------------------------------------------
+
+-- Authentication events (login_failed, account_locked, refresh_reuse, ...). Does
+-- nothing yet: the audit log replaces this body to record them.
+CREATE OR REPLACE FUNCTION core.on_auth_event(p_event text, p_user_id uuid, p_tenant_id uuid, p_detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    NULL;
+END
+$$;

@@ -1,0 +1,136 @@
+-- api: API keys of the calling tenant. Keys look like tnt_<prefix>_<secret>; the API
+-- makes them and passes the prefix and the SHA-256 of the whole key: the key itself is
+-- shown once and never stored. A key's scopes must be among its creator's (TA050).
+
+-- Raise unless every scope exists (22023) and the actor holds it (TA050).
+CREATE OR REPLACE FUNCTION core.assert_grantable_scopes(p_scopes text[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_unknown text;
+    v_missing text[];
+BEGIN
+    IF p_scopes IS NULL OR cardinality(p_scopes) = 0 THEN
+        RAISE EXCEPTION 'a key needs at least one scope' USING ERRCODE = '22023', COLUMN = 'scopes';
+    END IF;
+    SELECT s INTO v_unknown FROM unnest(p_scopes) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM core.scopes AS c WHERE c.scope = s) LIMIT 1;
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown scope %', v_unknown USING ERRCODE = '22023', COLUMN = 'scopes';
+    END IF;
+    SELECT array_agg(s ORDER BY s) INTO v_missing FROM unnest(p_scopes) AS s
+     WHERE NOT s = ANY (core.current_scopes());
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'a key cannot have scopes its creator lacks: %', array_to_string(v_missing, ', ') USING
+            ERRCODE = 'TA050', COLUMN = 'scopes';
+    END IF;
+END
+$$;
+
+-- Insert a key and its global prefix entry.
+CREATE OR REPLACE FUNCTION core.insert_api_key(
+    p_tenant_id uuid, p_prefix text, p_key_hash bytea, p_name text, p_scopes text[], p_expires_at timestamptz
+)
+RETURNS core.api_keys
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_key core.api_keys;
+BEGIN
+    INSERT INTO core.api_keys (tenant_id, prefix, key_hash, name, scopes, created_by, expires_at)
+    VALUES (p_tenant_id, p_prefix, p_key_hash, p_name,
+            ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s), core.current_actor_id(), p_expires_at)
+    RETURNING * INTO v_key;
+    INSERT INTO core.api_key_prefixes (prefix, tenant_id, key_id) VALUES (p_prefix, p_tenant_id, v_key.key_id);
+    RETURN v_key;
+END
+$$;
+
+-- Create a key with a subset of the creator's scopes, optionally expiring.
+CREATE OR REPLACE FUNCTION api.create_api_key(
+    p_tenant_id uuid, p_prefix text, p_key_hash bytea, p_name text, p_scopes text[],
+    p_expires_at timestamptz DEFAULT NULL
+)
+RETURNS core.api_keys
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
+    PERFORM core.assert_grantable_scopes(p_scopes);
+    IF p_expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = '22023', COLUMN = 'expires_at';
+    END IF;
+    RETURN core.insert_api_key(p_tenant_id, p_prefix, p_key_hash, p_name, p_scopes, p_expires_at);
+END
+$$;
+
+-- The tenant's keys, newest first (revoked and expired ones included).
+CREATE OR REPLACE FUNCTION api.list_api_keys(p_tenant_id uuid)
+RETURNS SETOF core.api_keys
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
+    RETURN QUERY SELECT * FROM core.api_keys WHERE tenant_id = p_tenant_id ORDER BY created_at DESC, key_id;
+END
+$$;
+
+-- Revoke a key at once (idempotent: revoking a revoked key changes nothing).
+CREATE OR REPLACE FUNCTION api.revoke_api_key(p_tenant_id uuid, p_key_id uuid)
+RETURNS core.api_keys
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_key core.api_keys;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
+    UPDATE core.api_keys SET revoked_at = COALESCE(revoked_at, now())
+     WHERE tenant_id = p_tenant_id AND key_id = p_key_id
+    RETURNING * INTO v_key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'API key % not found', p_key_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_key;
+END
+$$;
+
+-- Rotate a live key: a new key with the same name, scopes and expiry; the old one keeps
+-- working for p_grace (0: revoked now) and then expires.
+CREATE OR REPLACE FUNCTION api.rotate_api_key(
+    p_tenant_id uuid, p_key_id uuid, p_new_prefix text, p_new_key_hash bytea, p_grace interval DEFAULT '0'
+)
+RETURNS core.api_keys
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_old core.api_keys;
+    v_new core.api_keys;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
+    IF p_grace IS NULL OR p_grace < interval '0' OR p_grace > interval '30 days' THEN
+        RAISE EXCEPTION 'the grace period must be between 0 and 30 days' USING ERRCODE = '22023', COLUMN = 'grace_seconds';
+    END IF;
+    SELECT * INTO v_old FROM core.api_keys
+     WHERE tenant_id = p_tenant_id AND key_id = p_key_id
+       AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'live API key % not found', p_key_id USING ERRCODE = 'P0002';
+    END IF;
+    v_new := core.insert_api_key(p_tenant_id, p_new_prefix, p_new_key_hash, v_old.name, v_old.scopes, v_old.expires_at);
+    UPDATE core.api_keys SET
+        rotated_to = v_new.key_id,
+        revoked_at = CASE WHEN p_grace = interval '0' THEN now() END,
+        expires_at = CASE WHEN p_grace = interval '0' THEN expires_at
+                          ELSE LEAST(COALESCE(expires_at, 'infinity'), now() + p_grace) END
+     WHERE tenant_id = p_tenant_id AND key_id = p_key_id;
+    RETURN v_new;
+END
+$$;

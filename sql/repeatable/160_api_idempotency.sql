@@ -1,0 +1,54 @@
+-- api: Idempotency-Key for POST. In the request's own transaction the API calls
+-- idempotency_begin (which claims the key, or reports it), then the real function,
+-- then idempotency_finish with the response. A failed request rolls the claim back with
+-- everything else; a concurrent duplicate waits on the claim, then replays.
+
+-- Claim p_key for this request. state: 'new' (go on), 'replay' (same request seen:
+-- status/response are the first answer), 'mismatch' (the key was used for another request).
+CREATE OR REPLACE FUNCTION api.idempotency_begin(
+    p_tenant_id uuid, p_key text, p_request_hash bytea, p_method text, p_path text,
+    p_ttl interval DEFAULT '24 hours'
+)
+RETURNS TABLE (state text, status integer, response jsonb)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_row core.idempotency_keys;
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, NULL);
+    -- an expired key is free again
+    DELETE FROM core.idempotency_keys AS k
+     WHERE k.tenant_id = p_tenant_id AND k.key = p_key AND k.expires_at <= now();
+    INSERT INTO core.idempotency_keys (tenant_id, key, request_hash, method, path, expires_at)
+    VALUES (p_tenant_id, p_key, p_request_hash, p_method, p_path, now() + p_ttl)
+    ON CONFLICT (tenant_id, key) DO NOTHING;
+    IF FOUND THEN
+        state := 'new';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_row FROM core.idempotency_keys AS k WHERE k.tenant_id = p_tenant_id AND k.key = p_key;
+    IF v_row.request_hash <> p_request_hash OR v_row.method <> p_method OR v_row.path <> p_path THEN
+        state := 'mismatch';
+    ELSE
+        state := 'replay';
+        status := v_row.status;
+        response := v_row.response;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+-- Record the response of the request that claimed p_key.
+CREATE OR REPLACE FUNCTION api.idempotency_finish(p_tenant_id uuid, p_key text, p_status integer, p_response jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM core.assert_tenant_context(p_tenant_id, NULL);
+    UPDATE core.idempotency_keys AS k SET status = p_status, response = p_response
+     WHERE k.tenant_id = p_tenant_id AND k.key = p_key;
+END
+$$;
