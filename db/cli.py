@@ -16,6 +16,7 @@ import sqlalchemy.exc
 import typer
 
 from db import citus_dev, embedded, lint, migrate
+from db.redis_server import RedisServerError
 from db.server import ServerError
 from db.settings import get_settings
 
@@ -40,7 +41,7 @@ def _friendly(func: F) -> F:
                 return func(*args, **kwargs)
             except sqlalchemy.exc.DBAPIError as exc:  # Alembic's connection wraps driver errors
                 raise exc.orig from None
-        except (ServerError, migrate.MigrationError, citus_dev.ClusterError) as exc:
+        except (ServerError, RedisServerError, migrate.MigrationError, citus_dev.ClusterError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:
             typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
@@ -158,6 +159,40 @@ def cluster_status() -> None:
     cluster = citus_dev.DevCluster.existing(get_settings())
     for line in cluster.status_lines():
         typer.echo(line)
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+@app.command("serve")
+@_friendly
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default TENANTRY_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TENANTRY_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 8,
+) -> None:
+    """Run the HTTP API (starting the embedded PostgreSQL and a local Redis when not configured)."""
+    from api.server import serve
+
+    settings = services_settings(get_settings())
+    url = settings.database_url or ""
+    if not migrate.status(url).up_to_date:
+        raise migrate.MigrationError("the database is not at the code's revision: run `tenantry db migrate`")
+    serve(settings, host=host or settings.api_host, port=port or settings.api_port, workers=workers, threads=threads)
+
+
+def services_settings(settings):
+    """Settings with the database and Redis URLs filled in, starting local ones if unset."""
+    from db.redis_server import LocalRedis
+
+    url = embedded.ensure_database(settings)
+    redis_url = settings.redis_url
+    if not redis_url:
+        local = LocalRedis(settings.state_dir / "redis", settings.redis_port)
+        local.start()
+        redis_url = local.url()
+    return settings.model_copy(update={"database_url": url, "redis_url": redis_url})
 
 
 # -- demo ---------------------------------------------------------------------------------

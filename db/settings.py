@@ -51,6 +51,26 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
 
+    # -- the API ------------------------------------------------------------------------
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 key for access tokens (at least 32 bytes). Unset: one is generated "
+        "once into <state_dir>/jwt_secret (fine for one machine; set it for several API hosts).",
+    )
+    access_token_seconds: int = Field(default=900, ge=30, le=86400, description="Access token lifetime.")
+    session_days: int = Field(default=30, ge=1, le=365, description="Session (refresh) lifetime.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for rate limits. Unset: `tenantry serve` starts a local redis-server "
+        "on 127.0.0.1:<redis_port> in the state folder.",
+    )
+    redis_port: int = Field(default=56379, ge=1, le=65535, description="Port of the local redis-server.")
+    anonymous_requests_per_minute: int = Field(
+        default=30, ge=1, description="Rate limit per client IP for unauthenticated calls (login, sign-up)."
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address `tenantry serve` binds.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port `tenantry serve` binds.")
+
     citus_pg_bin: Path | None = Field(
         default=None,
         description="bin/ folder of a PostgreSQL installation that has the Citus extension, "
@@ -77,6 +97,20 @@ class Settings(BaseSettings):
         password = self.app_role_password.get_secret_value() if self.app_role_password else None
         url = url.set(password=password)
         return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+    def jwt_key(self) -> str:
+        """The access-token key: the setting, or one generated once into the state folder."""
+        if self.jwt_secret:
+            return self.jwt_secret.get_secret_value()
+        path = self.state_dir / "jwt_secret"
+        if not path.exists():
+            import secrets
+
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
 
 @lru_cache

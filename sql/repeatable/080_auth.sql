@@ -50,6 +50,17 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
+-- The API request rate the tenant's plan allows per minute (NULL: unlimited).
+CREATE OR REPLACE FUNCTION core.plan_requests_per_minute(p_tenant_id uuid)
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = ''
+AS $$
+    SELECT (p.limits ->> 'api_requests_per_minute')::integer
+      FROM core.tenants AS t JOIN core.plans AS p ON p.plan_id = t.plan_id
+     WHERE t.tenant_id = p_tenant_id
+$$;
+
 ----------------------------------------------------------------------------------------
 -- sign-up and login
 ----------------------------------------------------------------------------------------
@@ -216,7 +227,7 @@ $$;
 -- Every request with an access token: its session must be live (TA005 otherwise), and
 -- the role and scopes returned are the current ones, not those in the token.
 CREATE OR REPLACE FUNCTION auth.check_session(p_tenant_id uuid, p_session_id uuid, p_user_id uuid)
-RETURNS TABLE (role text, scopes text[], is_platform_admin boolean)
+RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = ''
 AS $$
@@ -232,6 +243,7 @@ BEGIN
             ERRCODE = 'TA005', HINT = 'Log in again.';
     END IF;
     SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = check_session.role;
+    requests_per_minute := core.plan_requests_per_minute(p_tenant_id);
     RETURN NEXT;
 END
 $$;
@@ -334,7 +346,7 @@ $$;
 -- Authenticate an API key by its prefix and SHA-256. Outcomes: ok (usage recorded),
 -- invalid, revoked, expired. The prefix lookup finds the tenant's shard.
 CREATE OR REPLACE FUNCTION auth.authenticate_api_key(p_prefix text, p_key_hash bytea, p_ip inet DEFAULT NULL)
-RETURNS TABLE (outcome text, tenant_id uuid, key_id uuid, scopes text[])
+RETURNS TABLE (outcome text, tenant_id uuid, key_id uuid, scopes text[], requests_per_minute integer)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = ''
 AS $$
@@ -359,6 +371,7 @@ BEGIN
            SET last_used_at = now(), last_used_ip = p_ip, use_count = k.use_count + 1
          WHERE k.tenant_id = v_key.tenant_id AND k.key_id = v_key.key_id;
         scopes := v_key.scopes;
+        requests_per_minute := core.plan_requests_per_minute(v_key.tenant_id);
         outcome := 'ok';
     END IF;
     RETURN NEXT;

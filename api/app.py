@@ -1,0 +1,93 @@
+"""The Falcon app: `create_app(settings)` wires pools, Redis, the pipeline and routes."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import falcon
+import redis
+from psycopg_pool import ConnectionPool
+
+from api import encoding, errors, logs, openapi
+from api.pipeline import Database, Pipeline, RequestIdAndMetrics
+from api.ratelimit import RateLimiter
+from api.resources import access, admin, auth, ops, work
+from db.context import open_pool
+from db.settings import API_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
+
+
+def _json_handler() -> falcon.media.JSONHandler:
+    return falcon.media.JSONHandler(dumps=encoding.dumps)
+
+
+def routes(api_pool: ConnectionPool, admin_pool: ConnectionPool, redis_client, settings: Settings) -> list[tuple[str, Any]]:
+    """Every path the API serves, with its resource."""
+    sessions = auth.Sessions(api_pool, settings)
+    admin_db = admin.AdminDatabase(admin_pool)
+    return [
+        ("/health", ops.HealthResource()),
+        ("/ready", ops.ReadyResource(api_pool, redis_client)),
+        ("/metrics", ops.MetricsResource()),
+        ("/v1/signup", auth.SignUpResource(sessions)),
+        ("/v1/auth/login", auth.LoginResource(sessions)),
+        ("/v1/auth/refresh", auth.RefreshResource(sessions)),
+        ("/v1/auth/logout", auth.LogoutResource()),
+        ("/v1/auth/me", auth.MeResource()),
+        ("/v1/auth/sessions", auth.SessionsResource()),
+        ("/v1/auth/sessions/{tenant_id}/{session_id}", auth.SessionResource()),
+        ("/v1/auth/switch-tenant", auth.SwitchTenantResource(sessions)),
+        ("/v1/tenant", work.TenantResource()),
+        ("/v1/members", access.MembersResource()),
+        ("/v1/members/{user_id}", access.MemberResource()),
+        ("/v1/invitations", access.InvitationsResource()),
+        ("/v1/invitations/accept", access.InvitationAcceptResource(api_pool)),
+        ("/v1/invitations/{invitation_id}", access.InvitationResource()),
+        ("/v1/invitations/{invitation_id}/resend", access.InvitationResendResource()),
+        ("/v1/api-keys", access.ApiKeysResource()),
+        ("/v1/api-keys/{key_id}", access.ApiKeyResource()),
+        ("/v1/api-keys/{key_id}/rotate", access.ApiKeyRotateResource()),
+        ("/v1/projects", work.ProjectsResource()),
+        ("/v1/projects/{project_id}", work.ProjectResource()),
+        ("/v1/tasks", work.TasksResource()),
+        ("/v1/tasks/{task_id}", work.TaskResource()),
+        ("/v1/admin/tenants", admin.AdminTenantsResource(admin_db)),
+        ("/v1/admin/tenants/{tenant_id}", admin.AdminTenantResource(admin_db)),
+        ("/v1/admin/tenants/{tenant_id}/suspend", admin.AdminTenantSuspendResource(admin_db)),
+        ("/v1/admin/tenants/{tenant_id}/reactivate", admin.AdminTenantReactivateResource(admin_db)),
+        ("/v1/admin/tenants/{tenant_id}/actions", admin.AdminTenantActionsResource(admin_db)),
+        ("/v1/openapi.json", ops.OpenApiResource()),  # its document is set once built
+    ]
+
+
+def create_app(settings: Settings | None = None) -> falcon.App:
+    """The WSGI app. Opens its pools and Redis client here: call it once per process."""
+    settings = settings or get_settings()
+    logs.configure()
+    api_pool = open_pool(settings.role_url(API_ROLE), settings, "api")
+    admin_pool = open_pool(settings.role_url(PLATFORM_ADMIN_ROLE), settings, "admin")
+    redis_client = None
+    limiter = None
+    if settings.redis_url:
+        # short timeouts: a slow Redis must not slow the API (the limiter fails open)
+        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        limiter = RateLimiter(redis_client)
+
+    app = falcon.App(middleware=[RequestIdAndMetrics(), Pipeline(settings, Database(api_pool), limiter)])
+    handler = _json_handler()
+    app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
+    app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler, errors.PROBLEM_JSON: handler})
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    table = routes(api_pool, admin_pool, redis_client, settings)
+    try:
+        release = version("tenantry")
+    except PackageNotFoundError:  # pragma: no cover
+        release = "0"
+    document = openapi.build(table, release)
+    for path, resource in table:
+        if isinstance(resource, ops.OpenApiResource):
+            resource.document = document
+        app.add_route(path, resource)
+    return app

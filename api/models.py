@@ -1,0 +1,303 @@
+"""Request and response bodies: validated at the edge (transport), documented in OpenAPI.
+
+Only the shape is checked here (types, required fields, sizes that protect the server).
+The rules (name uniqueness, allowed statuses, scopes, owners) are the database's; its
+errors come back as problems naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["owner", "admin", "developer", "member", "billing", "viewer"]
+TaskStatus = Literal["todo", "in_progress", "done", "cancelled"]
+Priority = Literal["low", "normal", "high", "urgent"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+class SignUp(Body):
+    email: str = Field(max_length=254)
+    name: str = Field(max_length=200)
+    password: str = Field(min_length=10, max_length=200)
+    tenant_slug: str = Field(max_length=63)
+    tenant_name: str = Field(max_length=200)
+    plan: str = Field(default="free", max_length=31)
+
+
+class Login(Body):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=200)
+    tenant_id: uuid.UUID | None = None
+
+
+class Refresh(Body):
+    refresh_token: str = Field(max_length=200)
+
+
+class SwitchTenant(Body):
+    tenant_id: uuid.UUID
+
+
+class Tokens(BaseModel):
+    token_type: Literal["Bearer"] = "Bearer"
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str
+    scopes: list[str]
+
+
+class SignedUp(Tokens):
+    pass
+
+
+class Me(BaseModel):
+    actor_type: str
+    actor_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str | None
+    name: str | None
+    role: str | None
+    scopes: list[str]
+    is_platform_admin: bool | None
+
+
+class Session(BaseModel):
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    created_at: dt.datetime
+    last_refreshed_at: dt.datetime
+    expires_at: dt.datetime
+    user_agent: str | None
+    ip: str | None
+
+
+class Sessions(BaseModel):
+    items: list[Session]
+
+
+class Revoked(BaseModel):
+    revoked: int
+
+
+# -- members and invitations ------------------------------------------------------------
+
+
+class Member(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    created_at: dt.datetime
+
+
+class MemberPage(BaseModel):
+    items: list[Member]
+    next_cursor: str | None
+
+
+class MemberChange(Body):
+    role: Role
+
+
+class Membership(BaseModel):
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+
+
+class InvitationCreate(Body):
+    email: str = Field(max_length=254)
+    role: Role = "member"
+
+
+class Invitation(BaseModel):
+    invitation_id: uuid.UUID
+    email: str
+    role: str
+    invited_by: uuid.UUID | None
+    created_at: dt.datetime
+    sent_at: dt.datetime
+    expires_at: dt.datetime
+    accepted_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    status: Literal["pending", "accepted", "revoked", "expired"]
+
+
+class InvitationWithToken(Invitation):
+    token: str = Field(description="The single-use token to send to the invitee. Shown once.")
+
+
+class InvitationPage(BaseModel):
+    items: list[Invitation]
+    next_cursor: str | None
+
+
+class InvitationAccept(Body):
+    token: str = Field(max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    password: str | None = Field(default=None, min_length=10, max_length=200)
+
+
+class Accepted(BaseModel):
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    role: str
+    created_user: bool
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(Body):
+    name: str = Field(max_length=200)
+    scopes: list[str] = Field(min_length=1, max_length=20)
+    expires_at: dt.datetime | None = None
+
+
+class ApiKeyRotate(Body):
+    grace_seconds: int = Field(default=0, ge=0, le=30 * 86400)
+
+
+class ApiKey(BaseModel):
+    key_id: uuid.UUID
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_by: uuid.UUID
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    rotated_to: uuid.UUID | None
+    last_used_at: dt.datetime | None
+    last_used_ip: str | None
+    use_count: int
+
+
+class ApiKeyWithSecret(ApiKey):
+    key: str = Field(description="The full key, tnt_<prefix>_<secret>. Shown once; only its hash is kept.")
+
+
+class ApiKeys(BaseModel):
+    items: list[ApiKey]
+
+
+# -- projects and tasks ------------------------------------------------------------------
+
+
+class ProjectCreate(Body):
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=10000)
+
+
+class ProjectChange(Body):
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10000)
+
+
+class Project(BaseModel):
+    project_id: uuid.UUID
+    name: str
+    description: str
+    created_by: uuid.UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+class ProjectPage(BaseModel):
+    items: list[Project]
+    next_cursor: str | None
+
+
+class TaskCreate(Body):
+    project_id: uuid.UUID
+    title: str = Field(max_length=500)
+    description: str = Field(default="", max_length=10000)
+    status: TaskStatus = "todo"
+    priority: Priority = "normal"
+    assignee_id: uuid.UUID | None = None
+    due_date: dt.date | None = None
+
+
+class TaskChange(Body):
+    project_id: uuid.UUID | None = None
+    title: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=10000)
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    assignee_id: uuid.UUID | None = None
+    due_date: dt.date | None = None
+
+
+class Task(BaseModel):
+    task_id: uuid.UUID
+    project_id: uuid.UUID
+    title: str
+    description: str
+    status: str
+    priority: str
+    assignee_id: uuid.UUID | None
+    due_date: dt.date | None
+    created_by: uuid.UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+class TaskPage(BaseModel):
+    items: list[Task]
+    next_cursor: str | None
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+class Tenant(BaseModel):
+    tenant_id: uuid.UUID
+    slug: str
+    name: str
+    plan_id: str
+    status: str
+    settings: dict
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    suspended_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+
+
+class TenantPage(BaseModel):
+    items: list[Tenant]
+    next_cursor: str | None
+
+
+class TenantCreate(Body):
+    slug: str = Field(max_length=63)
+    name: str = Field(max_length=200)
+    plan: str = Field(default="free", max_length=31)
+    owner_user_id: uuid.UUID
+
+
+class AdminAction(BaseModel):
+    action_id: uuid.UUID
+    admin_user_id: uuid.UUID
+    action: str
+    request_id: str | None
+    at: dt.datetime
+
+
+class AdminActions(BaseModel):
+    items: list[AdminAction]

@@ -1,0 +1,136 @@
+"""The OpenAPI 3.1 document, built from the route table and each responder's @operation.
+
+Nothing is written twice: paths come from the routes the app serves, operations from
+the declarations beside the responders, schemas from the pydantic models that validate
+the bodies. tests/test_api_openapi.py checks the document against the live router.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.spec import Operation, operation_of
+
+METHODS = ("get", "post", "patch", "put", "delete")
+REF = "#/components/schemas/{model}"
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "code", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "code": {"type": "string", "description": "Stable machine-readable reason"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "field": {"type": "string", "description": "The field at fault, when there is one"},
+        "hint": {"type": "string"}, "request_id": {"type": ["string", "null"]},
+    },
+}
+
+#: Routes without @operation: infrastructure, documented here.
+INFRASTRUCTURE = {
+    "/health": ("Liveness: the process answers", {"200": {"description": "Alive"}}),
+    "/ready": ("Readiness: database and Redis reachable",
+               {"200": {"description": "Ready"}, "503": {"description": "Not ready; says what is down"}}),
+    "/metrics": ("Prometheus metrics", {"200": {"description": "Metrics in the Prometheus text format"}}),
+    "/v1/openapi.json": ("This document", {"200": {"description": "The OpenAPI 3.1 document"}}),
+}
+
+ERROR_TEXT = {400: "Bad request", 401: "Missing, invalid or expired credentials (see `code`)",
+              403: "Not allowed (missing scope, suspended tenant, ...)", 404: "Not found (or not yours)",
+              409: "Conflict", 410: "Gone", 415: "Unsupported media type", 422: "Invalid input (see `field`)",
+              429: "Rate limited (see Retry-After)"}
+
+
+def _models(routes: list[tuple[str, Any]]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for _, resource in routes:
+        for method in METHODS:
+            spec = operation_of(getattr(resource, f"on_{method}", None))
+            for model in (spec.body, spec.response) if spec else ():
+                if model is not None:
+                    found[model.__name__] = model
+    return list(found.values())
+
+
+def _parameters(path: str, spec: Operation) -> list[dict]:
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+              for name in re.findall(r"{(\w+)}", path)]
+    params += [{"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+               for name, text in spec.query.items()]
+    if spec.idempotent_post:
+        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                       "description": "Repeat the request safely: same key and body return the first response; "
+                                      "another body with the same key is 409.",
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+    params.append({"name": "X-Request-ID", "in": "header", "required": False,
+                   "description": "Your id for this request, echoed back (one is made if absent)",
+                   "schema": {"type": "string", "maxLength": 200}})
+    return params
+
+
+def _operation(path: str, method: str, resource: Any, spec: Operation) -> dict:
+    responses: dict[str, Any] = {}
+    if spec.response is not None:
+        responses[str(spec.status)] = {"description": "Success", "content": {
+            "application/json": {"schema": {"$ref": REF.format(model=spec.response.__name__)}}}}
+    else:
+        responses[str(spec.status)] = {"description": "Success, no content"}
+    codes = set(spec.errors) | {400, 422, 429}
+    if spec.auth != "none":
+        codes |= {401, 403}
+    for code in sorted(codes):
+        responses[str(code)] = {"description": ERROR_TEXT.get(code, "Error"), "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    op: dict[str, Any] = {
+        "operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
+        "summary": spec.summary,
+        "tags": [path.split("/")[2] if path.startswith("/v1/") else "ops"],
+        "parameters": _parameters(path, spec),
+        "responses": responses,
+        "security": {"none": [], "user": [{"bearer": []}], "admin": [{"bearer": []}],
+                     "any": [{"bearer": []}, {"apiKey": []}]}[spec.auth],
+    }
+    if spec.scope:
+        op["description"] = f"Needs the scope `{spec.scope}`."
+    if spec.body is not None:
+        op["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": {"$ref": REF.format(model=spec.body.__name__)}}}}
+    return op
+
+
+def build(routes: list[tuple[str, Any]], version: str) -> dict:
+    _, schemas = models_json_schema([(m, "serialization") for m in _models(routes)], ref_template=REF)
+    components = schemas.get("$defs", {}) | {"Problem": PROBLEM_SCHEMA}
+    paths: dict[str, dict] = {}
+    for path, resource in routes:
+        item: dict[str, Any] = {}
+        for method in METHODS:
+            responder = getattr(resource, f"on_{method}", None)
+            spec = operation_of(responder)
+            if spec is not None:
+                item[method] = _operation(path, method, resource, spec)
+            elif responder is not None and path in INFRASTRUCTURE:
+                summary, responses = INFRASTRUCTURE[path]
+                item[method] = {"operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
+                                "summary": summary, "tags": ["ops"], "security": [], "responses": responses}
+        paths[path] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tenantry API", "version": version,
+                 "description": "Multi-tenant projects and tasks. Errors are RFC 9457 problem details; "
+                                "every response carries X-Request-ID and RateLimit headers."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

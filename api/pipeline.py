@@ -1,0 +1,272 @@
+"""The request pipeline: request id and logs, metrics, authentication, the request's
+one database transaction with the tenant context, rate limits, and Idempotency-Key.
+
+Order per request: request id -> authenticate (a JWT checked against its live session,
+or an API key) -> rate limit (Redis, by principal, from the tenant's plan) -> the
+transaction opens with SET LOCAL app.* -> Idempotency-Key claimed in that transaction
+-> the responder calls one api.* function -> response stored for the key -> commit
+(or rollback on any error) -> headers and metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+import psycopg
+from prometheus_client import Counter, Histogram
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from api import encoding, security
+from api.errors import Problem, render
+from api.ratelimit import Limit, RateLimiter, limit_for_plan
+from api.spec import operation_of
+from db.context import context_statement
+from db.settings import Settings
+
+log = logging.getLogger("tenantry.api")
+
+REQUESTS = Counter("tenantry_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("tenantry_http_request_seconds", "HTTP request latency", ["method", "route"])
+MAX_REQUEST_ID = 200
+
+
+@dataclass
+class Principal:
+    kind: str  # 'user', 'api_key' or 'anonymous'
+    tenant_id: uuid.UUID | None = None
+    actor_id: uuid.UUID | None = None  # user id or key id
+    session_id: uuid.UUID | None = None
+    role: str | None = None
+    scopes: list[str] = field(default_factory=list)
+    is_platform_admin: bool = False
+    requests_per_minute: int | None = None
+
+
+def _unauthorized(reason: str, detail: str) -> Problem:
+    return Problem(401, reason, detail, headers={"WWW-Authenticate": 'Bearer realm="tenantry"'})
+
+
+class RequestIdAndMetrics:
+    """X-Request-ID in (if sane) and out; one JSON log line and metrics per request."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("X-Request-ID")
+        ok = given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable()
+        req.context.request_id = given if ok else uuid.uuid4().hex
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        resp.set_header("X-Request-ID", req.context.request_id)
+        route = req.uri_template or "unmatched"
+        elapsed = time.perf_counter() - req.context.started
+        status = resp.status_code if hasattr(resp, "status_code") else int(str(resp.status)[:3])
+        REQUESTS.labels(req.method, route, str(status)).inc()
+        LATENCY.labels(req.method, route).observe(elapsed)
+        principal: Principal | None = getattr(req.context, "principal", None)
+        log.info("request", extra={
+            "request_id": req.context.request_id, "method": req.method, "route": route, "status": status,
+            "ms": round(elapsed * 1000, 2), "tenant_id": str(principal.tenant_id) if principal and principal.tenant_id else None,
+            "actor": principal.kind if principal else None,
+        })
+
+
+class Database:
+    """The request's transaction: a pooled api-role connection, context set first."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def begin(self, req: falcon.Request, principal: Principal) -> psycopg.Connection:
+        conn = self.pool.getconn()
+        try:
+            conn.row_factory = dict_row
+            statement = context_statement(
+                principal.tenant_id, actor_id=principal.actor_id,
+                actor_type={"user": "user", "api_key": "api_key"}.get(principal.kind),
+                request_id=req.context.request_id)
+            if statement is not None:
+                conn.execute(statement)
+        except BaseException:
+            conn.rollback()
+            self.pool.putconn(conn)
+            raise
+        return conn
+
+    def end(self, conn: psycopg.Connection, commit: bool) -> None:
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.commit() if commit else conn.rollback()
+        finally:
+            self.pool.putconn(conn)
+
+
+class Pipeline:
+    """Authentication, rate limit, transaction and idempotency, driven by @operation."""
+
+    def __init__(self, settings: Settings, db: Database, limiter: RateLimiter | None) -> None:
+        self.settings = settings
+        self.db = db
+        self.limiter = limiter
+        self.jwt_key = settings.jwt_key()
+
+    # -- falcon hooks ------------------------------------------------------------------
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+        if resource is None:
+            return
+        responder = self._responder(req, resource)
+        spec = operation_of(responder)
+        if spec is None:
+            return  # infrastructure routes (health, metrics) declare nothing
+        req.context.operation = spec
+        if req.method in ("POST", "PATCH", "PUT"):
+            self._read_body(req)
+        principal = self._authenticate(req, spec.auth)
+        req.context.principal = principal
+        if principal.kind != "anonymous":
+            req.context.conn = self.db.begin(req, principal)
+            if principal.kind == "user":
+                self._check_session(req, principal)  # also brings the plan's rate
+        self._rate_limit(req, principal)
+        if principal.kind != "anonymous" and spec.idempotent_post and req.get_header("Idempotency-Key"):
+            self._idempotency_begin(req, resp, principal)
+
+    def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+        for name, value in getattr(req.context, "rate_headers", {}).items():
+            resp.set_header(name, value)
+        conn: psycopg.Connection | None = getattr(req.context, "conn", None)
+        if conn is None:
+            return
+        req.context.conn = None
+        commit = req_succeeded and resp.status_code < 400
+        try:
+            if commit and getattr(req.context, "idempotency_key", None):
+                conn.execute("SELECT api.idempotency_finish(%s, %s, %s, %s)", (
+                    req.context.principal.tenant_id, req.context.idempotency_key, resp.status_code,
+                    Jsonb(resp.media, dumps=encoding.dumps)))
+        except Exception:
+            commit = False  # a response we cannot replay must not be committed either
+            raise
+        finally:
+            self.db.end(conn, commit=commit)
+
+    # -- steps -------------------------------------------------------------------------
+
+    @staticmethod
+    def _responder(req: falcon.Request, resource: Any) -> Any:
+        # resources serve one path each, with plain on_<method> responders (no suffixes)
+        return getattr(resource, f"on_{req.method.lower()}", None)
+
+    @staticmethod
+    def _read_body(req: falcon.Request) -> None:
+        raw = req.bounded_stream.read()
+        req.context.raw_body = raw
+        if not raw:
+            req.context.body = None
+            return
+        if req.content_type and not req.content_type.startswith("application/json"):
+            raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
+        try:
+            req.context.body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
+
+    def _authenticate(self, req: falcon.Request, auth: str) -> Principal:
+        bearer = req.get_header("Authorization")
+        api_key = req.get_header("X-API-Key")
+        if auth == "none":
+            return Principal("anonymous")
+        try:
+            if bearer:
+                scheme, _, token = bearer.partition(" ")
+                if scheme.lower() != "bearer" or not token:
+                    raise _unauthorized("invalid_token", "Use the header `Authorization: Bearer <token>`.")
+                claims = security.verify_access_token(self.jwt_key, token.strip())
+                return Principal("user", claims.tenant_id, claims.user_id, claims.session_id, claims.role, claims.scopes)
+            if api_key:
+                if auth in ("user", "admin"):
+                    raise Problem(403, "user_token_required", "This call needs a user's access token, not an API key.")
+                return self._authenticate_key(req, api_key)
+        except security.TokenError as exc:
+            raise _unauthorized(exc.reason, str(exc)) from None
+        raise _unauthorized("missing_credentials", "Send `Authorization: Bearer <access token>` or `X-API-Key`.")
+
+    def _authenticate_key(self, req: falcon.Request, key: str) -> Principal:
+        prefix = security.parse_api_key(key)
+        with self.db.pool.connection() as conn:  # its own short transaction: usage is recorded
+            row = conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM auth.authenticate_api_key(%s, %s, %s)",
+                (prefix, security.sha256(key), req.remote_addr or None)).fetchone()
+        outcome = row["outcome"]
+        if outcome != "ok":
+            detail = {"invalid": "The API key is not valid.", "revoked": "The API key was revoked.",
+                      "expired": "The API key has expired."}[outcome]
+            raise _unauthorized({"invalid": "invalid_api_key"}.get(outcome, f"api_key_{outcome}"), detail)
+        return Principal("api_key", row["tenant_id"], row["key_id"], scopes=list(row["scopes"]),
+                         requests_per_minute=row["requests_per_minute"])
+
+    def _check_session(self, req: falcon.Request, principal: Principal) -> None:
+        try:
+            row = req.context.conn.execute(
+                "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)",
+                (principal.tenant_id, principal.session_id, principal.actor_id)).fetchone()
+        except psycopg.Error as exc:
+            if exc.sqlstate == "TA005":
+                raise _unauthorized("session_revoked", "The session has ended; log in again.") from None
+            raise
+        principal.role, principal.scopes = row["role"], list(row["scopes"] or [])
+        principal.is_platform_admin = row["is_platform_admin"]
+        principal.requests_per_minute = row["requests_per_minute"]
+        if getattr(req.context, "operation", None) and req.context.operation.auth == "admin" \
+                and not principal.is_platform_admin:
+            raise Problem(403, "platform_admin_required", "Only a platform administrator may do this.")
+
+    def _rate_limit(self, req: falcon.Request, principal: Principal) -> None:
+        if self.limiter is None:
+            return
+        if principal.kind == "anonymous":
+            key, limit = f"ip:{req.remote_addr}", Limit.per_minute(self.settings.anonymous_requests_per_minute)
+        else:
+            key = f"{'user' if principal.kind == 'user' else 'key'}:{principal.actor_id}"
+            limit = limit_for_plan(principal.requests_per_minute)
+            if limit is None:
+                return  # the plan has no request limit
+        decision = self.limiter.hit(key, limit)
+        if decision.degraded:
+            log.warning("rate limiter unavailable: request allowed", extra={"request_id": req.context.request_id})
+        req.context.rate_headers = decision.headers()
+        if not decision.allowed:
+            raise Problem(429, "rate_limited", "Too many requests; retry later.",
+                          headers={"Retry-After": str(decision.retry_after or 1)})
+
+    def _idempotency_begin(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
+        key = req.get_header("Idempotency-Key")
+        if not key or len(key) > 255:
+            raise Problem(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.",
+                          field="Idempotency-Key")
+        digest = hashlib.sha256(req.method.encode() + b" " + req.path.encode() + b"\n" + req.context.raw_body).digest()
+        row = req.context.conn.execute(
+            "SELECT state, status, response FROM api.idempotency_begin(%s, %s, %s, %s, %s)",
+            (principal.tenant_id, key, digest, req.method, req.path)).fetchone()
+        if row["state"] == "mismatch":
+            raise Problem(409, "idempotency_key_reused",
+                          "This Idempotency-Key was used for a different request.", field="Idempotency-Key")
+        if row["state"] == "replay":
+            resp.status = row["status"]
+            resp.media = row["response"]
+            resp.set_header("Idempotent-Replayed", "true")
+            resp.complete = True
+            return
+        req.context.idempotency_key = key
+
+
+__all__ = ["Database", "Pipeline", "Principal", "RequestIdAndMetrics", "render"]

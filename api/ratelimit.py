@@ -1,0 +1,124 @@
+"""Rate limits: an atomic token bucket per principal in Redis, one Lua script.
+
+Each API key, user or (for anonymous calls) client IP has a bucket holding up to
+`capacity` tokens, refilled continuously at `refill_per_second`; a request takes one.
+The script reads, refills, takes and writes in one EVALSHA, so concurrent requests on
+several API hosts cannot overdraw a bucket, and it uses Redis's clock (TIME), so the
+hosts' clocks do not matter. Idle buckets expire once full again.
+
+When Redis is down the limiter FAILS OPEN: the request is allowed, marked `degraded`,
+logged and counted in tenantry_ratelimit_degraded_total. Rate limits protect capacity;
+losing them for a while is better than refusing every request. What must never be
+exceeded (quotas that are billed) is enforced in PostgreSQL, not here. Pass
+fail_open=False to raise RateLimiterUnavailable instead. Give the client a short socket
+timeout (0.05-0.2 s) so a sick Redis does not slow every request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import Counter
+
+DEGRADED = Counter("tenantry_ratelimit_degraded_total", "Requests allowed because Redis was unavailable")
+
+# KEYS[1] bucket; ARGV: capacity, refill per second, cost.
+# Returns {allowed 0/1, tokens left (floor), ms until full, ms until `cost` tokens}.
+_TOKEN_BUCKET = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then
+  tokens = capacity
+  ts = now
+end
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate / 1000)
+local allowed = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+end
+local full_ms = 0
+local wait_ms = 0
+if rate > 0 then
+  full_ms = math.ceil((capacity - tokens) * 1000 / rate)
+  if allowed == 0 then wait_ms = math.ceil((cost - tokens) * 1000 / rate) end
+else
+  full_ms = 86400000
+  if allowed == 0 then wait_ms = 86400000 end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.max(1000, full_ms))
+return {allowed, math.floor(tokens), full_ms, wait_ms}
+"""
+
+
+class RateLimiterUnavailable(RuntimeError):
+    """Redis could not be reached and the limiter is configured to fail closed."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    capacity: int
+    refill_per_second: float
+
+    @classmethod
+    def per_minute(cls, requests: int) -> Limit:
+        return cls(capacity=requests, refill_per_second=requests / 60)
+
+
+def limit_for_plan(requests_per_minute: int | None) -> Limit | None:
+    """The limit of a plan's api_requests_per_minute (None: unlimited)."""
+    return None if requests_per_minute is None else Limit.per_minute(requests_per_minute)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after: int | None
+    degraded: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """IETF RateLimit header fields (draft), and Retry-After when refused."""
+        if self.degraded:
+            return {}
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+            "RateLimit-Policy": f"{self.limit};w=60",
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after or 1)
+        return headers
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, *, prefix: str = "tenantry:rl:", fail_open: bool = True) -> None:
+        self.prefix = prefix
+        self.fail_open = fail_open
+        self._script = client.register_script(_TOKEN_BUCKET)
+
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        try:
+            allowed, remaining, full_ms, wait_ms = self._script(
+                keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self.fail_open:
+                raise RateLimiterUnavailable(str(exc)) from exc
+            DEGRADED.inc()
+            return Decision(True, limit.capacity, limit.capacity, 0, None, degraded=True)
+        return Decision(
+            allowed=bool(allowed), limit=limit.capacity, remaining=int(remaining),
+            reset_seconds=math.ceil(int(full_ms) / 1000),
+            retry_after=max(1, math.ceil(int(wait_ms) / 1000)) if not allowed else None)

@@ -1,0 +1,1 @@
+"""HTTP resources: each authenticates through the pipeline and calls one SQL function."""

@@ -1,0 +1,46 @@
+"""What each responder is, declared once beside it: the OpenAPI document is built from
+these declarations and the router, and the pipeline reads `auth` and `scope` from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+#: none: public; user: an access token; any: an access token or an API key;
+#: admin: an access token of a platform administrator
+Auth = Literal["none", "user", "any", "admin"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    auth: Auth = "any"
+    scope: str | None = None  # documented; enforced by the SQL function
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    paginated: bool = False
+    idempotent_post: bool = False  # accepts Idempotency-Key
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    errors: tuple[int, ...] = ()
+
+
+def operation(**kwargs: Any) -> Callable[[F], F]:
+    """Declare a responder: `@operation(summary=..., auth=..., body=Model, ...)`."""
+    spec = Operation(**kwargs)
+
+    def mark(responder: F) -> F:
+        responder.__operation__ = spec  # type: ignore[attr-defined]
+        return responder
+
+    return mark
+
+
+def operation_of(responder: Any) -> Operation | None:
+    return getattr(responder, "__operation__", None)
