@@ -41,7 +41,8 @@ def _friendly(func: F) -> F:
                 return func(*args, **kwargs)
             except sqlalchemy.exc.DBAPIError as exc:  # Alembic's connection wraps driver errors
                 raise exc.orig from None
-        except (ServerError, RedisServerError, migrate.MigrationError, citus_dev.ClusterError) as exc:
+        except (ServerError, RedisServerError, migrate.MigrationError, citus_dev.ClusterError,
+                LookupError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:
             typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
@@ -193,6 +194,32 @@ def services_settings(settings):
         local.start()
         redis_url = local.url()
     return settings.model_copy(update={"database_url": url, "redis_url": redis_url})
+
+
+# -- platform admins ----------------------------------------------------------------------
+
+admin_app = typer.Typer(help="Platform administrators (operators who manage tenants).", no_args_is_help=True)
+app.add_typer(admin_app, name="platform-admin")
+
+
+@admin_app.command("grant")
+@_friendly
+def admin_grant(email: str) -> None:
+    """Make an existing user a platform administrator (they log in again to use it)."""
+    from db.platform import grant_platform_admin
+
+    grant_platform_admin(_owner_url(), email)
+    typer.echo(f"{email} is a platform administrator")
+
+
+@admin_app.command("revoke")
+@_friendly
+def admin_revoke(email: str) -> None:
+    """Take platform administration away from a user (effective on their next request)."""
+    from db.platform import grant_platform_admin
+
+    grant_platform_admin(_owner_url(), email, grant=False)
+    typer.echo(f"{email} is no longer a platform administrator")
 
 
 # -- demo ---------------------------------------------------------------------------------

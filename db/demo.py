@@ -1,114 +1,155 @@
-"""`tenantry demo`: start, migrate, and show the tenancy core at work.
+"""`tenantry demo`: start everything, migrate, and run a real flow over HTTP.
 
-Two tenants work side by side through the api role; the demo shows that each sees only
-its own rows, that another tenant's ids are simply not found, that a transaction
-without a tenant sees nothing, and that a suspended tenant can read but not write.
-Re-runnable: each run makes tenants with fresh slugs.
+PostgreSQL (embedded by default) and Redis are started if needed, the API runs as a
+`tenantry serve` subprocess, and the demo talks to it like any client: sign-ups, an
+invitation accepted by a new member, an API key, projects and tasks, isolation between
+tenants, a suspended tenant, rate-limit headers, and the analysts' view. Re-runnable:
+each run makes new tenants and users.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
+import httpx
 import psycopg
-from psycopg.types.json import Jsonb
 
-from db import embedded, lint, migrate
-from db.context import open_pool, tenant_transaction
-from db.settings import ANALYST_ROLE, API_ROLE, PLATFORM_ADMIN_ROLE, Settings
+from db import lint, migrate
+from db.server import port_is_free
+from db.settings import ANALYST_ROLE, Settings
 
 Echo = Callable[[str], None]
 
-WORKLOAD = {
-    "acme": {"Website relaunch": ["Wireframes", "Copy review", "Launch"], "Billing": ["Invoice PDF"]},
-    "globex": {"Doomsday device": ["Procure magma", "Hire henchmen"]},
-}
-
 
 def run(settings: Settings, echo: Echo = print) -> None:
-    url = embedded.ensure_database(settings)
-    echo(f"database   {embedded.redacted(url)}")
+    from db.cli import services_settings
+
+    settings = services_settings(settings)  # database and Redis up
+    url = settings.database_url or ""
     migrate.migrate(url, settings=settings)
     st = migrate.status(url)
-    echo(f"schema     revision {st.current}; citus: {st.citus_version or 'no (single node)'}")
-    problems = lint.lint(url)
-    echo(f"lint       {'ok' if not problems else f'{len(problems)} problem(s)'}")
-
-    settings = settings.model_copy(update={"database_url": url})
-    pools = {role: open_pool(settings.role_url(role), settings, role)
-             for role in (API_ROLE, PLATFORM_ADMIN_ROLE, ANALYST_ROLE)}
+    echo(f"database   revision {st.current}; citus: {st.citus_version or 'no (single node)'}; "
+         f"lint: {'ok' if not lint.lint(url) else 'PROBLEMS (run tenantry db lint)'}")
+    server, base = _start_api(settings)
+    echo(f"api        {base}  (tenantry serve, redis {settings.redis_url})")
     try:
-        _traffic(pools, echo)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            _flow(http, settings, echo)
     finally:
-        for pool in pools.values():
-            pool.close()
+        server.terminate()
+        server.wait(timeout=15)
 
 
-def _traffic(pools: dict, echo: Echo) -> None:
-    api, admin, analyst = pools[API_ROLE], pools[PLATFORM_ADMIN_ROLE], pools[ANALYST_ROLE]
-    run_id = secrets.token_hex(2)
-    tenants: dict[str, str] = {}
-    echo("\n-- a platform admin creates two tenants")
-    for name in WORKLOAD:
-        with admin.connection() as conn:
-            tenant_id = conn.execute("SELECT tenant_id FROM admin.create_tenant(%s, %s, 'pro')",
-                                     (f"{name}-{run_id}", name.title())).fetchone()[0]
-        tenants[name] = tenant_id
-        echo(f"tenant     {name}-{run_id}  {tenant_id}")
-
-    echo("\n-- each tenant creates its projects and tasks through api.* as tenantry_api")
-    first_project: dict[str, str] = {}
-    for name, projects in WORKLOAD.items():
-        tenant = tenants[name]
-        with tenant_transaction(api, tenant, actor_type="system", request_id=f"demo-{run_id}") as conn:
-            for project, tasks in projects.items():
-                pid = conn.execute("SELECT project_id FROM api.create_project(%s, %s)", (tenant, project)).fetchone()[0]
-                first_project.setdefault(name, pid)
-                for title in tasks:
-                    conn.execute("SELECT api.create_task(%s, %s, %s)", (tenant, pid, title))
-            conn.execute("SELECT api.update_task(%s, task_id, %s) FROM api.list_tasks(%s, p_limit => 1)",
-                         (tenant, Jsonb({"status": "done"}), tenant))
-        echo(f"{name:<10} {len(projects)} project(s), {sum(map(len, projects.values()))} task(s)")
-
-    echo("\n-- isolation: what each tenant sees")
-    for name, tenant in tenants.items():
-        with tenant_transaction(api, tenant) as conn:
-            names = [r[0] for r in conn.execute("SELECT name FROM api.list_projects(%s)", (tenant,))]
-            raw = conn.execute("SELECT count(*) FROM core.tasks").fetchone()[0]
-        echo(f"{name:<10} projects {names}; SELECT count(*) FROM core.tasks -> {raw} (RLS: own rows only)")
-
-    with tenant_transaction(api, tenants["acme"]) as conn:
+def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
+    port = settings.api_port
+    while not port_is_free(port):
+        port += 1
+    env = os.environ | {"TENANTRY_DATABASE_URL": settings.database_url or "",
+                        "TENANTRY_REDIS_URL": settings.redis_url or ""}
+    log = open(settings.state_dir / "demo-api.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", "1"],
+                               env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
         try:
-            conn.execute("SELECT api.get_project(%s, %s)", (tenants["acme"], first_project["globex"]))
-        except psycopg.Error as exc:
-            echo(f"acme asks for globex's project id -> {exc.sqlstate}: {exc.diag.message_primary}")
-    with tenant_transaction(api, tenants["acme"]) as conn:
-        try:
-            conn.execute("INSERT INTO core.projects (tenant_id, name) VALUES (%s, 'planted')", (tenants["globex"],))
-        except psycopg.Error as exc:
-            echo(f"acme inserts a row for globex -> {exc.sqlstate}: {exc.diag.message_primary}")
-    with tenant_transaction(api, None) as conn:
-        count = conn.execute("SELECT count(*) FROM core.projects").fetchone()[0]
-    echo(f"no tenant context: SELECT count(*) FROM core.projects -> {count}")
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the API did not start: see {settings.state_dir / 'demo-api.log'}")
+        time.sleep(0.2)
 
-    echo("\n-- a suspended tenant can read but not write")
-    with admin.connection() as conn:
-        conn.execute("SELECT admin.set_tenant_status(%s, 'suspended')", (tenants["globex"],))
-    with tenant_transaction(api, tenants["globex"]) as conn:
-        count = conn.execute("SELECT count(*) FROM api.list_projects(%s)", (tenants["globex"],)).fetchone()[0]
-    echo(f"globex reads: {count} project(s)")
-    try:
-        with tenant_transaction(api, tenants["globex"]) as conn:
-            conn.execute("SELECT api.create_project(%s, 'Plan B')", (tenants["globex"],))
-    except psycopg.Error as exc:
-        echo(f"globex writes -> {exc.sqlstate}: {exc.diag.message_primary} ({exc.diag.message_hint})")
 
-    echo("\n-- an analyst reads analytics.tenant_overview (cross-tenant, no raw tables)")
-    with analyst.connection() as conn:
+def _show(echo: Echo, label: str, resp: httpx.Response) -> dict:
+    body = resp.json() if resp.content else {}
+    extra = f"{body.get('code')}: {body.get('detail')}" if resp.status_code >= 400 else ""
+    echo(f"  {label:<52} {resp.status_code} {extra}")
+    return body
+
+
+def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
+    run_id = secrets.token_hex(3)
+    password = f"demo-password-{run_id}"
+
+    echo("\n-- two companies sign up (each gets a tenant and is its owner)")
+    accounts = {}
+    for name in ("acme", "globex"):
+        body = _show(echo, f"POST /v1/signup {name}", http.post("/v1/signup", json={
+            "email": f"owner@{name}-{run_id}.test", "name": f"{name.title()} Owner", "password": password,
+            "tenant_slug": f"{name}-{run_id}", "tenant_name": name.title(), "plan": "pro"}))
+        accounts[name] = body
+    acme = {"Authorization": f"Bearer {accounts['acme']['access_token']}"}
+    globex = {"Authorization": f"Bearer {accounts['globex']['access_token']}"}
+
+    echo("\n-- acme invites a developer, who accepts and logs in")
+    invite = _show(echo, "POST /v1/invitations (developer)", http.post(
+        "/v1/invitations", headers=acme, json={"email": f"dev@acme-{run_id}.test", "role": "developer"}))
+    _show(echo, "POST /v1/invitations/accept (new account)", http.post("/v1/invitations/accept", json={
+        "token": invite["token"], "name": "Dee Veloper", "password": password}))
+    login = _show(echo, "POST /v1/auth/login", http.post("/v1/auth/login", json={
+        "email": f"dev@acme-{run_id}.test", "password": password}))
+    dev = {"Authorization": f"Bearer {login['access_token']}"}
+    echo(f"  the developer's scopes: {', '.join(login['scopes'])}")
+
+    echo("\n-- the developer creates an API key; a script uses it to create projects and tasks")
+    key = _show(echo, "POST /v1/api-keys (projects:read, projects:write)", http.post(
+        "/v1/api-keys", headers=dev, json={"name": "ci", "scopes": ["projects:read", "projects:write"]}))
+    machine = {"X-API-Key": key["key"]}
+    echo(f"  key shown once: {key['key'][:20]}... (only its SHA-256 is stored)")
+    project = _show(echo, "POST /v1/projects (API key, Idempotency-Key)", http.post(
+        "/v1/projects", headers=machine | {"Idempotency-Key": f"demo-{run_id}"}, json={"name": "Website relaunch"}))
+    again = http.post("/v1/projects", headers=machine | {"Idempotency-Key": f"demo-{run_id}"},
+                      json={"name": "Website relaunch"})
+    echo(f"  the same POST again: {again.status_code}, replayed={again.headers.get('Idempotent-Replayed')}, "
+         f"same project={again.json().get('project_id') == project['project_id']}")
+    for title in ("Wireframes", "Copy review", "Launch"):
+        http.post("/v1/tasks", headers=machine, json={"project_id": project["project_id"], "title": title})
+    tasks = http.get("/v1/tasks", headers=dev, params={"project_id": project["project_id"]})
+    echo(f"  GET /v1/tasks?project_id=...  {tasks.status_code}: {[t['title'] for t in tasks.json()['items']]}")
+    echo(f"  rate limit: {tasks.headers.get('RateLimit-Remaining')} of {tasks.headers.get('RateLimit-Limit')} "
+         f"left this minute; request id {tasks.headers.get('X-Request-ID')}")
+    _show(echo, "POST /v1/invitations with the API key (no members:manage)", http.post(
+        "/v1/invitations", headers=machine, json={"email": "x@example.test"}))
+
+    echo("\n-- isolation: globex cannot see or touch acme's data")
+    _show(echo, "GET acme's project with globex's token", http.get(f"/v1/projects/{project['project_id']}",
+                                                                   headers=globex))
+    _show(echo, "PATCH acme's project with globex's token", http.patch(
+        f"/v1/projects/{project['project_id']}", headers=globex, json={"name": "pwned"}))
+    listing = http.get("/v1/projects", headers=globex).json()
+    echo(f"  globex's project list: {len(listing['items'])} project(s)")
+
+    echo("\n-- a platform operator suspends globex: reads still work, writes do not")
+    admin = _make_platform_admin(http, settings, run_id, password)
+    _show(echo, "POST /v1/admin/tenants/{globex}/suspend", http.post(
+        f"/v1/admin/tenants/{accounts['globex']['tenant_id']}/suspend", headers=admin))
+    _show(echo, "GET /v1/projects as globex", http.get("/v1/projects", headers=globex))
+    _show(echo, "POST /v1/projects as globex", http.post("/v1/projects", headers=globex, json={"name": "Plan B"}))
+
+    echo("\n-- an analyst reads analytics.tenant_overview (cross-tenant; no raw tables)")
+    with psycopg.connect(settings.role_url(ANALYST_ROLE)) as conn:
         rows = conn.execute(
-            "SELECT slug, plan_id, status, live_projects, open_tasks, done_tasks FROM analytics.tenant_overview"
-            " WHERE tenant_id = ANY(%s) ORDER BY slug", (list(tenants.values()),)).fetchall()
-    echo(f"{'slug':<14}{'plan':<6}{'status':<11}{'projects':>9}{'open':>6}{'done':>6}")
-    for slug, plan, status, projects, open_tasks, done in rows:
-        echo(f"{slug:<14}{plan:<6}{status:<11}{projects:>9}{open_tasks:>6}{done:>6}")
+            "SELECT slug, plan_id, status, live_projects, open_tasks FROM analytics.tenant_overview"
+            " WHERE slug LIKE %s ORDER BY slug", (f"%-{run_id}",)).fetchall()
+    for slug, plan, status, projects, open_tasks in rows:
+        echo(f"  {slug:<16} {plan:<5} {status:<10} projects={projects} open_tasks={open_tasks}")
+
+
+def _make_platform_admin(http: httpx.Client, settings: Settings, run_id: str, password: str) -> dict:
+    """Sign up an operator and grant them platform admin, as `tenantry platform-admin grant` does."""
+    from db.platform import grant_platform_admin
+
+    email = f"operator@ops-{run_id}.test"
+    http.post("/v1/signup", json={"email": email, "name": "Ops", "password": password,
+                                  "tenant_slug": f"ops-{run_id}", "tenant_name": "Operations"})
+    grant_platform_admin(settings.database_url or "", email)
+    token = http.post("/v1/auth/login", json={"email": email, "password": password}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}

@@ -9,9 +9,15 @@ removing the project's objects there and migrating from zero.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import httpx
 import psycopg
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -24,6 +30,7 @@ from sqlalchemy.engine import make_url
 from db import migrate
 from db.context import open_pool, tenant_transaction
 from db.embedded import embedded_server
+from db.redis_server import LocalRedis
 from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
 
 TEST_DATABASE = "tenantry_test"
@@ -164,5 +171,102 @@ def new_tenant(api_pool: ConnectionPool, as_admin) -> NewTenant:
             with as_admin() as conn:
                 conn.execute("SELECT admin.set_tenant_status(%s, %s)", (tenant_id, status))
         return tenant_id
+
+    return create
+
+
+# -- the HTTP API -------------------------------------------------------------------------
+
+#: The access-token key of the API under test, so tests can forge tokens (expired ones).
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the API's rate limits."""
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    yield server.url()
+    server.stop()
+
+
+def start_api(owner_url: str, redis_url: str, state_dir, **env: str) -> tuple[subprocess.Popen, str]:
+    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL."""
+    port = free_port()
+    environment = os.environ | {
+        "TENANTRY_DATABASE_URL": owner_url, "TENANTRY_REDIS_URL": redis_url,
+        "TENANTRY_JWT_SECRET": TEST_JWT_SECRET, "TENANTRY_STATE_DIR": str(state_dir),
+        "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",
+    } | env
+    process = subprocess.Popen(
+        [sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", "1", "--threads", "8"],
+        env=environment, stdout=subprocess.DEVNULL, stderr=open(state_dir / "api.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the API did not start: see {state_dir / 'api.log'}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def api_url(owner_url: str, redis_url: str, tmp_path_factory) -> Iterator[str]:
+    process, url = start_api(owner_url, redis_url, tmp_path_factory.mktemp("api"))
+    yield url
+    process.terminate()
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class Account:
+    """A signed-up user and their tenant, as the API returned them."""
+
+    email: str
+    password: str
+    tenant_id: str
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+SignUp = Callable[..., Account]
+
+
+@pytest.fixture(scope="session")
+def sign_up(http: httpx.Client) -> SignUp:
+    """Sign up a new user and tenant over HTTP (plan 'enterprise' by default: no low limits)."""
+
+    def create(plan: str = "enterprise") -> Account:
+        tag = uuid.uuid4().hex[:12]
+        email, password = f"u-{tag}@tenantry.test", "password-" + tag
+        resp = http.post("/v1/signup", json={"email": email, "name": f"User {tag}", "password": password,
+                                             "tenant_slug": f"s-{tag}", "tenant_name": f"Tenant {tag}",
+                                             "plan": plan})
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        return Account(email, password, body["tenant_id"], body["user_id"], body["access_token"],
+                       body["refresh_token"])
 
     return create
