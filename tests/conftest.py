@@ -33,7 +33,8 @@ from db.embedded import embedded_server
 from db.redis_server import LocalRedis
 from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
 
-TEST_DATABASE = "tenantry_test"
+#: one database per test session, so concurrent sessions on one server never collide
+TEST_DATABASE = f"tenantry_test_{os.getpid()}"
 
 hypothesis_settings.register_profile("default", deadline=None)
 hypothesis_settings.load_profile("default")
@@ -73,15 +74,18 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def owner_url(server_url: str) -> str:
+def owner_url(server_url: str) -> Iterator[str]:
     """Owner DSN of a database migrated from zero to head."""
     if os.environ.get("TENANTRY_TEST_DSN"):
-        url = server_url
-        reset_project_objects(url)
-    else:
-        url = fresh_database(server_url, TEST_DATABASE)
+        reset_project_objects(server_url)
+        migrate.migrate(server_url)
+        yield server_url
+        return
+    url = fresh_database(server_url, TEST_DATABASE)
     migrate.migrate(url)
-    return url
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE)))
 
 
 @pytest.fixture(scope="session")

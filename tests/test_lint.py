@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 
@@ -14,12 +16,13 @@ def test_the_schema_passes_lint(owner_url):
 
 
 def test_lint_of_an_unmigrated_database_says_to_migrate(server_url):
-    empty = fresh_database(server_url, "tenantry_scratch_lint_empty")
+    name = f"tenantry_scratch_lint_empty_{os.getpid()}"
+    empty = fresh_database(server_url, name)
     try:
         assert [str(p) for p in lint.lint(empty)] == ["core.tenants: missing: run `tenantry db migrate` first"]
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute("DROP DATABASE tenantry_scratch_lint_empty WITH (FORCE)")
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Each test works in scratch databases of its own on the server under test.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Iterator
 
@@ -66,7 +67,7 @@ def scratch(server_url: str, request) -> Iterator:
     made: list[str] = []
 
     def make(suffix: str) -> str:
-        name = f"tenantry_scratch_{request.node.name[:20].lower()}_{suffix}"
+        name = f"tenantry_scratch_{os.getpid()}_{request.node.name[:20].lower()}_{suffix}"
         name = re.sub(r"[^a-z0-9_]", "_", name)
         made.append(name)
         return fresh_database(server_url, name)
