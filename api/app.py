@@ -6,11 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import falcon
-import redis
 from psycopg_pool import ConnectionPool
 
 from api import encoding, errors, logs, openapi
 from api.pipeline import Database, Pipeline, RequestIdAndMetrics
+from api import ratelimit
 from api.ratelimit import RateLimiter
 from api.resources import access, admin, auth, ops, work
 from db.context import open_pool
@@ -69,8 +69,8 @@ def create_app(settings: Settings | None = None) -> falcon.App:
     redis_client = None
     limiter = None
     if settings.redis_url:
-        # short timeouts: a slow Redis must not slow the API (the limiter fails open)
-        redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        # short timeouts, no retry storm: a sick Redis must not slow the API (the limiter fails open)
+        redis_client = ratelimit.connect(settings.redis_url, timeout=0.2)
         limiter = RateLimiter(redis_client)
 
     app = falcon.App(middleware=[RequestIdAndMetrics(), Pipeline(settings, Database(api_pool), limiter)])

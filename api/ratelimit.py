@@ -10,8 +10,13 @@ When Redis is down the limiter FAILS OPEN: the request is allowed, marked `degra
 logged and counted in tenantry_ratelimit_degraded_total. Rate limits protect capacity;
 losing them for a while is better than refusing every request. What must never be
 exceeded (quotas that are billed) is enforced in PostgreSQL, not here. Pass
-fail_open=False to raise RateLimiterUnavailable instead. Give the client a short socket
-timeout (0.05-0.2 s) so a sick Redis does not slow every request.
+fail_open=False to raise RateLimiterUnavailable instead.
+
+A sick Redis must not slow every request either: give the client a short socket timeout
+(0.05-0.2 s) AND few retries. redis-py 8 retries a failed command 10 times with backoff
+by default, so a Redis that is down costs each request about 3 s (refused connections)
+or over 2 s plus the backoff (timeouts) before the limiter can fail open. `connect()`
+builds a client with the settings this module expects.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 
 import redis
 from prometheus_client import Counter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 DEGRADED = Counter("tenantry_ratelimit_degraded_total", "Requests allowed because Redis was unavailable")
 
@@ -51,7 +58,8 @@ if rate > 0 then
   full_ms = math.ceil((capacity - tokens) * 1000 / rate)
   if allowed == 0 then wait_ms = math.ceil((cost - tokens) * 1000 / rate) end
 else
-  full_ms = 86400000
+  -- no refill: "never", reported as a day (a full bucket is full now, though)
+  if tokens < capacity then full_ms = 86400000 end
   if allowed == 0 then wait_ms = 86400000 end
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
@@ -64,10 +72,22 @@ class RateLimiterUnavailable(RuntimeError):
     """Redis could not be reached and the limiter is configured to fail closed."""
 
 
+def connect(url: str, *, timeout: float = 0.1) -> redis.Redis:
+    """A client for the limiter: short timeouts and one immediate retry (which replaces
+    a pooled connection that went stale, e.g. after Redis restarted), no backoff."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1))
+
+
 @dataclass(frozen=True)
 class Limit:
     capacity: int
     refill_per_second: float
+
+    def __post_init__(self) -> None:
+        # a negative rate or capacity would make the script hand out tokens, not take them
+        if self.capacity < 0 or self.refill_per_second < 0:
+            raise ValueError(f"a limit needs capacity >= 0 and refill_per_second >= 0: {self}")
 
     @classmethod
     def per_minute(cls, requests: int) -> Limit:
@@ -110,6 +130,9 @@ class RateLimiter:
         self._script = client.register_script(_TOKEN_BUCKET)
 
     def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        """Take `cost` tokens from the bucket `key` if it has them (one atomic EVALSHA)."""
+        if cost < 0:
+            raise ValueError(f"cost must be >= 0 (a negative cost would add tokens): {cost}")
         try:
             allowed, remaining, full_ms, wait_ms = self._script(
                 keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost])
