@@ -137,7 +137,11 @@ class Pipeline:
             if principal.kind == "user":
                 self._check_session(req, principal)  # also brings the plan's rate
         self._rate_limit(req, principal)
-        if principal.kind != "anonymous" and spec.idempotent_post and req.get_header("Idempotency-Key"):
+        if req.get_header("Idempotency-Key") is not None:
+            if not spec.idempotent_post or principal.kind == "anonymous":
+                raise Problem(422, "idempotency_not_supported",
+                              "This call does not take an Idempotency-Key (its answer holds a one-time secret, "
+                              "or it changes nothing).", field="Idempotency-Key")
             self._idempotency_begin(req, resp, principal)
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:

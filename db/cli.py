@@ -45,8 +45,11 @@ def _friendly(func: F) -> F:
                 LookupError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:
-            typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
-            typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
+            if exc.sqlstate:  # the server answered (a deadlock, a cancelled statement, ...)
+                typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
+            else:
+                typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
+                typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
         except psycopg.Error as exc:
             typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
         raise typer.Exit(1)

@@ -70,9 +70,10 @@ class InvitationsResource:
         result["items"] = [_invitation(item) for item in found[:limit]]
         resp.media = result
 
+    # no Idempotency-Key: the answer holds a secret, which must not be stored to replay it
     @operation(summary="Invite an email with a role; the single-use token (valid 7 days) is in the answer",
                scope="members:manage", body=models.InvitationCreate, response=models.InvitationWithToken,
-               status=201, idempotent_post=True, errors=(403, 409, 422))
+               status=201, errors=(403, 409, 422))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.InvitationCreate)
         tenant_id, invitation_id = principal(req).tenant_id, uuid.uuid4()
@@ -133,9 +134,10 @@ class ApiKeysResource:
         found = rows(req, "SELECT * FROM api.list_api_keys(%s)", (principal(req).tenant_id,))
         resp.media = {"items": [_key(k) for k in found]}
 
+    # no Idempotency-Key: the answer holds the key, which must not be stored to replay it
     @operation(summary="Create an API key with some of the caller's scopes; the key is in the answer, once",
                scope="keys:manage", body=models.ApiKeyCreate, response=models.ApiKeyWithSecret, status=201,
-               idempotent_post=True, errors=(403, 422))
+               errors=(403, 422))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.ApiKeyCreate)
         new = security.new_api_key()

@@ -173,8 +173,8 @@ $$;
 ----------------------------------------------------------------------------------------
 
 -- Rotate a refresh token. Outcomes: ok (p_new_hash is now the session's token),
--- invalid (unknown token), revoked, expired, reused (a used token: the whole session
--- is revoked now; commit, then refuse).
+-- invalid (unknown token), revoked (also: the account is no longer active), expired,
+-- reused (a used token: the whole session is revoked now; commit, then refuse).
 CREATE OR REPLACE FUNCTION auth.refresh_session(p_tenant_id uuid, p_token_hash bytea, p_new_hash bytea)
 RETURNS TABLE (outcome text, session_id uuid, user_id uuid, role text, scopes text[],
                is_platform_admin boolean, expires_at timestamptz)
@@ -196,6 +196,14 @@ BEGIN
        FOR UPDATE;
     session_id := v_session.session_id;
     user_id := v_session.user_id;
+    IF v_session.revoked_at IS NULL AND NOT EXISTS (
+        SELECT 1 FROM core.users AS u WHERE u.user_id = v_session.user_id AND u.status = 'active'
+    ) THEN
+        -- a disabled account's sessions end at their next refresh
+        UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = 'revoked'
+         WHERE s.tenant_id = p_tenant_id AND s.session_id = v_session.session_id;
+        v_session.revoked_at := now();
+    END IF;
     IF v_session.revoked_at IS NOT NULL THEN
         outcome := 'revoked'; RETURN NEXT; RETURN;
     ELSIF v_session.expires_at <= now() THEN

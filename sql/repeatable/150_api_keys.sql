@@ -100,8 +100,9 @@ BEGIN
 END
 $$;
 
--- Rotate a live key: a new key with the same name, scopes and expiry; the old one keeps
--- working for p_grace (0: revoked now) and then expires.
+-- Rotate a live key: a new key with the same name, scopes and expiry, created by the
+-- caller (who must hold those scopes); the old one keeps working for p_grace (0: revoked
+-- now) and then expires.
 CREATE OR REPLACE FUNCTION api.rotate_api_key(
     p_tenant_id uuid, p_key_id uuid, p_new_prefix text, p_new_key_hash bytea, p_grace interval DEFAULT '0'
 )
@@ -124,6 +125,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'live API key % not found', p_key_id USING ERRCODE = 'P0002';
     END IF;
+    -- the new key is the rotator's: it may not carry scopes the rotator lacks (TA050)
+    PERFORM core.assert_grantable_scopes(v_old.scopes);
     v_new := core.insert_api_key(p_tenant_id, p_new_prefix, p_new_key_hash, v_old.name, v_old.scopes, v_old.expires_at);
     UPDATE core.api_keys SET
         rotated_to = v_new.key_id,

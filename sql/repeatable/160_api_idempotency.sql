@@ -3,8 +3,10 @@
 -- then idempotency_finish with the response. A failed request rolls the claim back with
 -- everything else; a concurrent duplicate waits on the claim, then replays.
 
--- Claim p_key for this request. state: 'new' (go on), 'replay' (same request seen:
--- status/response are the first answer), 'mismatch' (the key was used for another request).
+-- Claim p_key for this request. state: 'new' (go on), 'replay' (same request by the
+-- same actor seen: status/response are the first answer), 'mismatch' (the key was used
+-- for another request, or by another actor: a replay would hand one caller's answer,
+-- perhaps made with scopes they lack, to another).
 CREATE OR REPLACE FUNCTION api.idempotency_begin(
     p_tenant_id uuid, p_key text, p_request_hash bytea, p_method text, p_path text,
     p_ttl interval DEFAULT '24 hours'
@@ -20,8 +22,11 @@ BEGIN
     -- an expired key is free again
     DELETE FROM core.idempotency_keys AS k
      WHERE k.tenant_id = p_tenant_id AND k.key = p_key AND k.expires_at <= now();
-    INSERT INTO core.idempotency_keys (tenant_id, key, request_hash, method, path, expires_at)
-    VALUES (p_tenant_id, p_key, p_request_hash, p_method, p_path, now() + p_ttl)
+    IF core.current_actor_id() IS NULL THEN
+        RAISE EXCEPTION 'idempotency keys need an actor in the context' USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO core.idempotency_keys (tenant_id, key, actor_id, request_hash, method, path, expires_at)
+    VALUES (p_tenant_id, p_key, core.current_actor_id(), p_request_hash, p_method, p_path, now() + p_ttl)
     ON CONFLICT (tenant_id, key) DO NOTHING;
     IF FOUND THEN
         state := 'new';
@@ -29,7 +34,8 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO v_row FROM core.idempotency_keys AS k WHERE k.tenant_id = p_tenant_id AND k.key = p_key;
-    IF v_row.request_hash <> p_request_hash OR v_row.method <> p_method OR v_row.path <> p_path THEN
+    IF v_row.request_hash <> p_request_hash OR v_row.method <> p_method OR v_row.path <> p_path
+       OR v_row.actor_id IS DISTINCT FROM core.current_actor_id() THEN
         state := 'mismatch';
     ELSE
         state := 'replay';

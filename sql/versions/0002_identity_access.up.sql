@@ -180,6 +180,7 @@ SELECT core.make_reference_table('core.api_key_prefixes');
 CREATE TABLE core.idempotency_keys (
     tenant_id     uuid NOT NULL REFERENCES core.tenants (tenant_id),
     key           text NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+    actor_id      uuid NOT NULL,  -- the user or API key whose request it was: only they replay it
     request_hash  bytea NOT NULL CHECK (length(request_hash) = 32),
     method        text NOT NULL,
     path          text NOT NULL,
