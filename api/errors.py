@@ -54,6 +54,7 @@ SQLSTATES: dict[str, Mapping] = {
     "23514": Mapping(422, "invalid_value"),
     "22023": Mapping(422, "invalid_parameter"),
     "22P02": Mapping(422, "invalid_input"),
+    "22P05": Mapping(422, "invalid_input"),  # e.g. a NUL character in a jsonb string
     "22007": Mapping(422, "invalid_input"),
     "22008": Mapping(422, "invalid_input"),
     "22001": Mapping(422, "value_too_long"),
@@ -79,6 +80,9 @@ SQLSTATES: dict[str, Mapping] = {
 
 def problem_from_database(exc: psycopg.Error) -> Problem:
     """The Problem for a database error; 500 for SQLSTATEs outside the contract."""
+    if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
+        # refused by the driver before reaching the server, e.g. a NUL character in text
+        return Problem(422, "invalid_input", f"A value cannot be stored: {exc}")
     mapping = SQLSTATES.get(exc.sqlstate or "")
     if mapping is None:
         log.error("unmapped database error %s", exc.sqlstate, exc_info=exc)

@@ -12,7 +12,6 @@ import re
 import uuid
 from dataclasses import dataclass
 
-import pytest
 
 PROBLEM_FIELDS = {"type", "title", "status", "code", "detail", "instance", "request_id"}
 

@@ -19,6 +19,7 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_CURSOR = 200
 
 
 def body(req: falcon.Request, model: type[M]) -> M:
@@ -73,7 +74,7 @@ def limit_param(req: falcon.Request) -> int:
     raw = req.get_param("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise Problem(422, "invalid_parameter", f"limit must be between 1 and {MAX_LIMIT}.", field="limit")
     return int(raw)
 
@@ -84,9 +85,11 @@ def cursor_param(req: falcon.Request) -> tuple[dt.datetime | None, uuid.UUID | N
     if not raw:
         return None, None
     try:
+        if len(raw) > MAX_CURSOR:  # ours are ~100 characters; refuse before decoding
+            raise ValueError("too long")
         created_at, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         return dt.datetime.fromisoformat(created_at), uuid.UUID(key)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise Problem(422, "invalid_parameter", "cursor is not one this API issued.", field="cursor") from None
 
 
