@@ -33,7 +33,8 @@ def body(req: falcon.Request, model: type[M]) -> M:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        raise Problem(422, "invalid_body", f"{field}: {first['msg']}", field=field, errors=errors) from None
+        detail = f"{field}: {first['msg']}" if field else f"the body: {first['msg']} (send a JSON object)"
+        raise Problem(422, "invalid_body", detail, field=field, errors=errors) from None
 
 
 def principal(req: falcon.Request) -> Principal:
