@@ -9,6 +9,7 @@ plan for is a 500 with no detail: the traceback goes to the log, never to the cl
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,16 @@ def problem_from_database(exc: psycopg.Error) -> Problem:
     diag = exc.diag
     code = mapping.by_constraint.get(diag.constraint_name or "", mapping.code)
     extra = {"hint": diag.message_hint} if diag.message_hint else {}
-    return Problem(mapping.status, code, diag.message_primary or mapping.code, field=diag.column_name, **extra)
+    field = diag.column_name
+    if field is None and exc.sqlstate == "23502":
+        # Citus forwards a worker's error with its message only (no column field); the
+        # message is PostgreSQL's own: null value in column "x" of relation "y_102008" ...
+        named = _NOT_NULL_COLUMN.search(diag.message_primary or "")
+        field = named.group(1) if named else None
+    return Problem(mapping.status, code, diag.message_primary or mapping.code, field=field, **extra)
+
+
+_NOT_NULL_COLUMN = re.compile(r'^null value in column "([^"]+)"')
 
 
 def render(req: falcon.Request, resp: falcon.Response, problem: Problem) -> None:

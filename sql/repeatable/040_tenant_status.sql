@@ -10,10 +10,14 @@
 -- lookups and assertions
 ----------------------------------------------------------------------------------------
 
--- The status of a tenant, whatever the caller's RLS context (NULL if unknown).
+-- The status of a tenant (NULL if unknown or not visible). Invoker rights: the api role
+-- sees its own tenant's row through RLS, which is the only tenant it acts for. (On
+-- Citus, a definer-rights read after the caller's own writes in the same transaction
+-- fails: "cannot perform query on placements that were modified in this transaction
+-- by a different user".)
 CREATE OR REPLACE FUNCTION core.tenant_status(p_tenant_id uuid)
 RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE
 SET search_path = ''
 AS $$ SELECT status FROM core.tenants WHERE tenant_id = p_tenant_id $$;
 

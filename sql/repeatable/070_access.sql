@@ -7,9 +7,12 @@
 ----------------------------------------------------------------------------------------
 
 -- The scopes of the context's actor in the context's tenant ('{}' when there is none).
+-- Invoker rights, like core.tenant_status(): the api role reads its tenant's memberships
+-- and keys through RLS, and on Citus a definer read after the caller's own writes in
+-- the same transaction fails.
 CREATE OR REPLACE FUNCTION core.current_scopes()
 RETURNS text[]
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = ''
 AS $$
 DECLARE
@@ -35,7 +38,7 @@ $$;
 -- The membership role of the context's user (NULL for API keys and non-members).
 CREATE OR REPLACE FUNCTION core.current_member_role()
 RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE
 SET search_path = ''
 AS $$
     SELECT m.role FROM core.memberships AS m

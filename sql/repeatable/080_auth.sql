@@ -108,10 +108,13 @@ SET search_path = ''
 AS $$
 DECLARE
     v_user core.users;
+    -- computed here, not in the UPDATE: Citus allows no now() inside CASE in a modification
+    v_now timestamptz := now();
+    v_window_start timestamptz := now() - interval '15 minutes';
 BEGIN
     UPDATE core.users SET
-        failed_logins   = CASE WHEN first_failed_at > now() - interval '15 minutes' THEN failed_logins + 1 ELSE 1 END,
-        first_failed_at = CASE WHEN first_failed_at > now() - interval '15 minutes' THEN first_failed_at ELSE now() END
+        failed_logins   = CASE WHEN first_failed_at > v_window_start THEN failed_logins + 1 ELSE 1 END,
+        first_failed_at = CASE WHEN first_failed_at > v_window_start THEN first_failed_at ELSE v_now END
      WHERE user_id = p_user_id
     RETURNING * INTO v_user;
     PERFORM core.on_auth_event('login_failed', p_user_id, NULL, jsonb_build_object('failures', v_user.failed_logins));
@@ -144,6 +147,12 @@ BEGIN
     IF NOT FOUND OR v_user.status <> 'active' OR v_user.locked_until > now() THEN
         RAISE EXCEPTION 'this account cannot log in now' USING ERRCODE = 'TA001';
     END IF;
+    -- a success clears the failures; first, because on Citus a reference table (users)
+    -- cannot be changed after a multi-shard read (the membership search) in a transaction
+    IF v_user.failed_logins > 0 OR v_user.locked_until IS NOT NULL THEN
+        UPDATE core.users AS u SET failed_logins = 0, first_failed_at = NULL, locked_until = NULL
+         WHERE u.user_id = p_user_id;
+    END IF;
     SELECT m.tenant_id, m.role INTO tenant_id, role
       FROM core.memberships AS m JOIN core.tenants AS t ON t.tenant_id = m.tenant_id
      WHERE m.user_id = p_user_id AND (p_tenant_id IS NULL OR m.tenant_id = p_tenant_id)
@@ -152,10 +161,6 @@ BEGIN
      LIMIT 1;
     IF tenant_id IS NULL THEN
         RAISE EXCEPTION 'the user is not a member of that tenant' USING ERRCODE = 'TA002';
-    END IF;
-    IF v_user.failed_logins > 0 OR v_user.locked_until IS NOT NULL THEN
-        UPDATE core.users AS u SET failed_logins = 0, first_failed_at = NULL, locked_until = NULL
-         WHERE u.user_id = p_user_id;
     END IF;
     INSERT INTO core.sessions (tenant_id, user_id, expires_at, user_agent, ip)
     VALUES (tenant_id, p_user_id, now() + p_lifetime, left(p_user_agent, 500), p_ip)

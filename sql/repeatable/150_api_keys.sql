@@ -39,10 +39,11 @@ SET search_path = ''
 AS $$
 DECLARE
     v_key core.api_keys;
+    -- sorted and de-duplicated first: Citus allows no subquery in INSERT ... VALUES
+    v_scopes text[] := ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s);
 BEGIN
     INSERT INTO core.api_keys (tenant_id, prefix, key_hash, name, scopes, created_by, expires_at)
-    VALUES (p_tenant_id, p_prefix, p_key_hash, p_name,
-            ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s), core.current_actor_id(), p_expires_at)
+    VALUES (p_tenant_id, p_prefix, p_key_hash, p_name, v_scopes, core.current_actor_id(), p_expires_at)
     RETURNING * INTO v_key;
     INSERT INTO core.api_key_prefixes (prefix, tenant_id, key_id) VALUES (p_prefix, p_tenant_id, v_key.key_id);
     RETURN v_key;
@@ -90,9 +91,9 @@ DECLARE
     v_key core.api_keys;
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
-    UPDATE core.api_keys SET revoked_at = COALESCE(revoked_at, now())
-     WHERE tenant_id = p_tenant_id AND key_id = p_key_id
-    RETURNING * INTO v_key;
+    UPDATE core.api_keys SET revoked_at = now()
+     WHERE tenant_id = p_tenant_id AND key_id = p_key_id AND revoked_at IS NULL;
+    SELECT * INTO v_key FROM core.api_keys WHERE tenant_id = p_tenant_id AND key_id = p_key_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'API key % not found', p_key_id USING ERRCODE = 'P0002';
     END IF;
@@ -113,6 +114,8 @@ AS $$
 DECLARE
     v_old core.api_keys;
     v_new core.api_keys;
+    v_revoked_at timestamptz;
+    v_expires_at timestamptz;
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
     IF p_grace IS NULL OR p_grace < interval '0' OR p_grace > interval '30 days' THEN
@@ -128,11 +131,17 @@ BEGIN
     -- the new key is the rotator's: it may not carry scopes the rotator lacks (TA050)
     PERFORM core.assert_grantable_scopes(v_old.scopes);
     v_new := core.insert_api_key(p_tenant_id, p_new_prefix, p_new_key_hash, v_old.name, v_old.scopes, v_old.expires_at);
+    IF p_grace = interval '0' THEN
+        v_revoked_at := now();
+        v_expires_at := v_old.expires_at;
+    ELSE
+        v_expires_at := LEAST(COALESCE(v_old.expires_at, 'infinity'), now() + p_grace);
+    END IF;
+    -- plain values: Citus allows no now() inside CASE in a modification
     UPDATE core.api_keys SET
         rotated_to = v_new.key_id,
-        revoked_at = CASE WHEN p_grace = interval '0' THEN now() END,
-        expires_at = CASE WHEN p_grace = interval '0' THEN expires_at
-                          ELSE LEAST(COALESCE(expires_at, 'infinity'), now() + p_grace) END
+        revoked_at = v_revoked_at,
+        expires_at = v_expires_at
      WHERE tenant_id = p_tenant_id AND key_id = p_key_id;
     RETURN v_new;
 END
