@@ -41,3 +41,36 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, threads: in
         "graceful_timeout": 10,
         "preload_app": False,
     }).run()
+
+
+def spawn(env: dict[str, str], port: int, log_path, *, workers: int = 1, threads: int = 8,
+          ready_path: str = "/health", timeout: float = 30.0):
+    """Start `tenantry serve` in a subprocess on 127.0.0.1:`port` and wait until it answers.
+
+    For the demo and the tests, which drive the API as a client would. Returns the
+    process and its base URL; the caller terminates it.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", str(workers),
+         "--threads", str(threads)],
+        env=os.environ | env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the API did not start: see {log_path}")
+        time.sleep(0.1)

@@ -9,11 +9,8 @@ each run makes new tenants and users.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 
 import httpx
@@ -46,26 +43,14 @@ def run(settings: Settings, echo: Echo = print) -> None:
 
 
 def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
+    from api.server import spawn
+
     port = settings.api_port
     while not port_is_free(port):
         port += 1
-    env = os.environ | {"TENANTRY_DATABASE_URL": settings.database_url or "",
-                        "TENANTRY_REDIS_URL": settings.redis_url or ""}
-    log = open(settings.state_dir / "demo-api.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", "1"],
-                               env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the API did not start: see {settings.state_dir / 'demo-api.log'}")
-        time.sleep(0.2)
+    return spawn({"TENANTRY_DATABASE_URL": settings.database_url or "",
+                  "TENANTRY_REDIS_URL": settings.redis_url or ""},
+                 port, settings.state_dir / "demo-api.log", ready_path="/ready")
 
 
 def _show(echo: Echo, label: str, resp: httpx.Response) -> dict:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from argon2 import PasswordHasher
 from psycopg_pool import ConnectionPool
 from sqlalchemy.engine import make_url
 
+from api.server import spawn
 from db import migrate
 from db.context import open_pool, tenant_transaction
 from db.embedded import embedded_server
@@ -201,27 +200,11 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 def start_api(owner_url: str, redis_url: str, state_dir, **env: str) -> tuple[subprocess.Popen, str]:
     """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL."""
-    port = free_port()
-    environment = os.environ | {
+    return spawn({
         "TENANTRY_DATABASE_URL": owner_url, "TENANTRY_REDIS_URL": redis_url,
         "TENANTRY_JWT_SECRET": TEST_JWT_SECRET, "TENANTRY_STATE_DIR": str(state_dir),
         "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",
-    } | env
-    process = subprocess.Popen(
-        [sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", "1", "--threads", "8"],
-        env=environment, stdout=subprocess.DEVNULL, stderr=open(state_dir / "api.log", "w"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the API did not start: see {state_dir / 'api.log'}")
-        time.sleep(0.1)
+    } | env, free_port(), state_dir / "api.log")
 
 
 @pytest.fixture(scope="session")
