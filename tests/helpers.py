@@ -1,7 +1,9 @@
-"""Small helpers for calling api.* functions the way the API will: as the tenant's owner."""
+"""Small helpers shared by the tests: calling api.* functions as the tenant's owner, and
+checking the HTTP API's problem answers."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -47,3 +49,34 @@ def one(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args:
     rows = call(pool, tenant_id, function, *args, **kwargs)
     assert len(rows) == 1, rows
     return rows[0]
+
+
+# -- the HTTP API ---------------------------------------------------------------------------
+
+PROBLEM_FIELDS = {"type", "title", "status", "code", "detail", "instance", "request_id"}
+#: what must never reach a client: traceback text, source paths, driver internals
+LEAK = re.compile(r"Traceback|File \"|site-packages|psycopg|\.py\b|line \d+, in ")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def no_leak(resp) -> None:
+    assert not LEAK.search(resp.text), f"internal detail in the body: {resp.text}"
+
+
+def problem(resp, status: int, code: str, field: str | None = None) -> dict:
+    """Assert `resp` is an application/problem+json answer with this status and code."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
+    body = resp.json()
+    assert PROBLEM_FIELDS <= body.keys(), body
+    assert body["status"] == status and body["code"] == code, body
+    assert body["type"] == f"/problems/{code}"
+    assert body["instance"] == resp.request.url.path
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    if field is not None:
+        assert body.get("field") == field, body
+    no_leak(resp)
+    return body

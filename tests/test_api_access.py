@@ -11,26 +11,7 @@ import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass
-
-
-PROBLEM_FIELDS = {"type", "title", "status", "code", "detail", "instance", "request_id"}
-
-
-def problem(resp, status: int, code: str, field: str | None = None) -> dict:
-    """Assert `resp` is an application/problem+json answer with this status and code."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
-    body = resp.json()
-    assert PROBLEM_FIELDS <= body.keys(), body
-    assert body["status"] == status and body["code"] == code, body
-    assert body["request_id"] == resp.headers["X-Request-ID"]
-    if field is not None:
-        assert body.get("field") == field, body
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.helpers import bearer, problem
 
 
 def key_header(key: str) -> dict[str, str]:

@@ -12,27 +12,7 @@ import jwt
 import pytest
 
 from tests.conftest import TEST_JWT_SECRET
-
-PROBLEM_FIELDS = {"type", "title", "status", "code", "detail", "instance", "request_id"}
-
-
-def problem(resp, status: int, code: str, field: str | None = None) -> dict:
-    """Assert `resp` is an application/problem+json answer with this status and code."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
-    body = resp.json()
-    assert PROBLEM_FIELDS <= body.keys(), body
-    assert body["status"] == status and body["code"] == code, body
-    assert body["type"] == f"/problems/{code}"
-    assert body["request_id"] == resp.headers["X-Request-ID"]
-    if field is not None:
-        assert body.get("field") == field, body
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
+from tests.helpers import bearer, problem
 
 def login(http, email: str, password: str, **extra):
     return http.post("/v1/auth/login", json={"email": email, "password": password, **extra})

@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from tests.helpers import bearer
 
 NAMES = ["alpha", "Alpha", "beta", "BETA", "gamma"]
 STATUSES = ["todo", "in_progress", "done", "cancelled"]
 #: credential index -> tenant index: A's user token, A's API key, B's user token, C's user token
 CREDENTIAL_TENANT = [0, 0, 1, 2]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass

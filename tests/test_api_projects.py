@@ -18,34 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, start_api
-
-PROBLEM_FIELDS = {"type", "title", "status", "code", "detail", "instance", "request_id"}
-#: what must never reach a client: traceback text, source paths, driver internals
-LEAK = re.compile(r"Traceback|File \"|site-packages|psycopg|\.py\b|/work/|line \d+, in ")
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def no_leak(resp: httpx.Response) -> None:
-    assert not LEAK.search(resp.text), f"internal detail in the body: {resp.text}"
-
-
-def problem(resp: httpx.Response, status: int, code: str, field: str | None = None) -> dict:
-    """Assert `resp` is an application/problem+json answer with this status and code."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
-    body = resp.json()
-    assert PROBLEM_FIELDS <= body.keys(), body
-    assert body["status"] == status and body["code"] == code, body
-    assert body["type"] == f"/problems/{code}"
-    assert body["instance"] == resp.request.url.path
-    assert body["request_id"] == resp.headers["X-Request-ID"]
-    if field is not None:
-        assert body.get("field") == field, body
-    no_leak(resp)
-    return body
-
+from tests.helpers import PROBLEM_FIELDS, no_leak, problem
 
 def ok(resp: httpx.Response, status: int = 200) -> dict:
     assert resp.status_code == status, resp.text
