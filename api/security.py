@@ -62,6 +62,17 @@ def _unb64(text: str) -> bytes:
 # -- opaque tokens ---------------------------------------------------------------------
 
 
+def _opaque(token: str, prefix: str, size: int, malformed: TokenError) -> bytes:
+    """The bytes of `<prefix><base64url>` if they are `size` long; `malformed` otherwise."""
+    try:
+        raw = _unb64(token.removeprefix(prefix)) if token.startswith(prefix) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise malformed
+    return raw
+
+
 def new_secret() -> bytes:
     return secrets.token_bytes(32)
 
@@ -77,12 +88,7 @@ def refresh_token(tenant_id: uuid.UUID, secret: bytes) -> str:
 
 def parse_refresh_token(token: str) -> tuple[uuid.UUID, bytes]:
     """(tenant id, secret) of a refresh token (TokenError if malformed)."""
-    try:
-        raw = _unb64(token.removeprefix("rt_")) if token.startswith("rt_") else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 48:
-        raise TokenError("refresh_invalid", "The refresh token is malformed.")
+    raw = _opaque(token, "rt_", 48, TokenError("refresh_invalid", "The refresh token is malformed."))
     return uuid.UUID(bytes=raw[:16]), raw[16:]
 
 
@@ -92,12 +98,7 @@ def new_invitation_token(tenant_id: uuid.UUID, invitation_id: uuid.UUID) -> str:
 
 
 def parse_invitation_token(token: str) -> tuple[uuid.UUID, uuid.UUID]:
-    try:
-        raw = _unb64(token.removeprefix("inv_")) if token.startswith("inv_") else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 56:
-        raise TokenError("invitation_invalid", "The invitation token is malformed.")
+    raw = _opaque(token, "inv_", 56, TokenError("invitation_invalid", "The invitation token is malformed."))
     return uuid.UUID(bytes=raw[:16]), uuid.UUID(bytes=raw[16:32])
 
 
