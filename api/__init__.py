@@ -1,1 +1,2 @@
-"""The thin Falcon API (issue: identity, access and the API). Not built yet."""
+"""The thin Falcon API: authenticate, open one tenant transaction, call one api.*
+function, map the result or the SQLSTATE to HTTP (see api/README.md)."""

@@ -1,4 +1,4 @@
-"""The Falcon app: `create_app(settings)` wires pools, Redis, the pipeline and routes."""
+"""The Falcon app: `create_app(settings)` wires the database, Redis, the pipeline and routes."""
 
 from __future__ import annotations
 
@@ -6,28 +6,26 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import falcon
-from psycopg_pool import ConnectionPool
 
 from api import encoding, errors, logs, openapi
-from api.pipeline import Database, Pipeline, RequestIdAndMetrics
+from api.pipeline import Pipeline, RequestIdAndMetrics
 from api import ratelimit
 from api.ratelimit import RateLimiter
 from api.resources import access, admin, auth, ops, work
-from db.context import open_pool
-from db.settings import API_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
+from db.context import Database
+from db.settings import API_ROLE, Settings, get_settings
 
 
 def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(dumps=encoding.dumps)
 
 
-def routes(api_pool: ConnectionPool, admin_pool: ConnectionPool, redis_client, settings: Settings) -> list[tuple[str, Any]]:
+def routes(db: Database, redis_client, settings: Settings) -> list[tuple[str, Any]]:
     """Every path the API serves, with its resource."""
-    sessions = auth.Sessions(api_pool, settings)
-    admin_db = admin.AdminDatabase(admin_pool)
+    sessions = auth.Sessions(db, settings)
     return [
         ("/health", ops.HealthResource()),
-        ("/ready", ops.ReadyResource(api_pool, redis_client)),
+        ("/ready", ops.ReadyResource(db.pool(API_ROLE), redis_client)),
         ("/metrics", ops.MetricsResource()),
         ("/v1/signup", auth.SignUpResource(sessions)),
         ("/v1/auth/login", auth.LoginResource(sessions)),
@@ -41,7 +39,7 @@ def routes(api_pool: ConnectionPool, admin_pool: ConnectionPool, redis_client, s
         ("/v1/members", access.MembersResource()),
         ("/v1/members/{user_id}", access.MemberResource()),
         ("/v1/invitations", access.InvitationsResource()),
-        ("/v1/invitations/accept", access.InvitationAcceptResource(api_pool)),
+        ("/v1/invitations/accept", access.InvitationAcceptResource(db)),
         ("/v1/invitations/{invitation_id}", access.InvitationResource()),
         ("/v1/invitations/{invitation_id}/resend", access.InvitationResendResource()),
         ("/v1/api-keys", access.ApiKeysResource()),
@@ -51,21 +49,24 @@ def routes(api_pool: ConnectionPool, admin_pool: ConnectionPool, redis_client, s
         ("/v1/projects/{project_id}", work.ProjectResource()),
         ("/v1/tasks", work.TasksResource()),
         ("/v1/tasks/{task_id}", work.TaskResource()),
-        ("/v1/admin/tenants", admin.AdminTenantsResource(admin_db)),
-        ("/v1/admin/tenants/{tenant_id}", admin.AdminTenantResource(admin_db)),
-        ("/v1/admin/tenants/{tenant_id}/suspend", admin.AdminTenantSuspendResource(admin_db)),
-        ("/v1/admin/tenants/{tenant_id}/reactivate", admin.AdminTenantReactivateResource(admin_db)),
-        ("/v1/admin/tenants/{tenant_id}/actions", admin.AdminTenantActionsResource(admin_db)),
+        ("/v1/admin/tenants", admin.AdminTenantsResource()),
+        ("/v1/admin/tenants/{tenant_id}", admin.AdminTenantResource()),
+        ("/v1/admin/tenants/{tenant_id}/suspend", admin.AdminTenantSuspendResource()),
+        ("/v1/admin/tenants/{tenant_id}/reactivate", admin.AdminTenantReactivateResource()),
+        ("/v1/admin/tenants/{tenant_id}/actions", admin.AdminTenantActionsResource()),
         ("/v1/openapi.json", ops.OpenApiResource()),  # its document is set once built
     ]
 
 
-def create_app(settings: Settings | None = None) -> falcon.App:
-    """The WSGI app. Opens its pools and Redis client here: call it once per process."""
+def create_app(settings: Settings | None = None, db: Database | None = None) -> falcon.App:
+    """The WSGI app. Opens its pools and Redis client here: call it once per process.
+
+    `db` must use dict rows; by default one is made from the settings (the caller may
+    pass its own to close it later, as tests do)."""
     settings = settings or get_settings()
     logs.configure()
-    api_pool = open_pool(settings.role_url(API_ROLE), settings, "api")
-    admin_pool = open_pool(settings.role_url(PLATFORM_ADMIN_ROLE), settings, "admin")
+    db = db or Database(settings, dict_rows=True, name="api")
+    db.pool(API_ROLE)  # open now: a wrong DSN fails at start, not on the first request
     redis_client = None
     limiter = None
     if settings.redis_url:
@@ -73,14 +74,14 @@ def create_app(settings: Settings | None = None) -> falcon.App:
         redis_client = ratelimit.connect(settings.redis_url, timeout=0.2)
         limiter = RateLimiter(redis_client)
 
-    app = falcon.App(middleware=[RequestIdAndMetrics(), Pipeline(settings, Database(api_pool), limiter)])
+    app = falcon.App(middleware=[RequestIdAndMetrics(), Pipeline(settings, db, limiter)])
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler, errors.PROBLEM_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    table = routes(api_pool, admin_pool, redis_client, settings)
+    table = routes(db, redis_client, settings)
     try:
         release = version("tenantry")
     except PackageNotFoundError:  # pragma: no cover

@@ -21,16 +21,14 @@ from typing import Any
 import falcon
 import psycopg
 from prometheus_client import Counter, Histogram
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from api import encoding, security
 from api.errors import Problem, render
 from api.ratelimit import Limit, RateLimiter, limit_for_plan
 from api.spec import operation_of
-from db.context import context_statement
-from db.settings import Settings
+from db.context import Context, Database
+from db.settings import API_ROLE, PLATFORM_ADMIN_ROLE, Settings
 
 log = logging.getLogger("tenantry.api")
 
@@ -79,36 +77,6 @@ class RequestIdAndMetrics:
         })
 
 
-class Database:
-    """The request's transaction: a pooled api-role connection, context set first."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
-
-    def begin(self, req: falcon.Request, principal: Principal) -> psycopg.Connection:
-        conn = self.pool.getconn()
-        try:
-            conn.row_factory = dict_row
-            statement = context_statement(
-                principal.tenant_id, actor_id=principal.actor_id,
-                actor_type={"user": "user", "api_key": "api_key"}.get(principal.kind),
-                request_id=req.context.request_id)
-            if statement is not None:
-                conn.execute(statement)
-        except BaseException:
-            conn.rollback()
-            self.pool.putconn(conn)
-            raise
-        return conn
-
-    def end(self, conn: psycopg.Connection, commit: bool) -> None:
-        try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.commit() if commit else conn.rollback()
-        finally:
-            self.pool.putconn(conn)
-
-
 class Pipeline:
     """Authentication, rate limit, transaction and idempotency, driven by @operation."""
 
@@ -116,7 +84,7 @@ class Pipeline:
         self.settings = settings
         self.db = db
         self.limiter = limiter
-        self.jwt_key = settings.jwt_key()
+        self.jwt_key = security.jwt_key(settings)
 
     # -- falcon hooks ------------------------------------------------------------------
 
@@ -133,7 +101,7 @@ class Pipeline:
         principal = self._authenticate(req, spec.auth)
         req.context.principal = principal
         if principal.kind != "anonymous":
-            req.context.conn = self.db.begin(req, principal)
+            self._begin(req, principal, admin=spec.auth == "admin")
             if principal.kind == "user":
                 self._check_session(req, principal)  # also brings the plan's rate
         self._rate_limit(req, principal)
@@ -147,23 +115,42 @@ class Pipeline:
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         for name, value in getattr(req.context, "rate_headers", {}).items():
             resp.set_header(name, value)
-        conn: psycopg.Connection | None = getattr(req.context, "conn", None)
-        if conn is None:
+        transaction = getattr(req.context, "transaction", None)
+        if transaction is None:
             return
-        req.context.conn = None
+        req.context.transaction = None
         commit = req_succeeded and resp.status_code < 400
         try:
             if commit and getattr(req.context, "idempotency_key", None):
-                conn.execute("SELECT api.idempotency_finish(%s, %s, %s, %s)", (
+                req.context.conn.execute("SELECT api.idempotency_finish(%s, %s, %s, %s)", (
                     req.context.principal.tenant_id, req.context.idempotency_key, resp.status_code,
                     Jsonb(resp.media, dumps=encoding.dumps)))
         except Exception:
             commit = False  # a response we cannot replay must not be committed either
             raise
         finally:
-            self.db.end(conn, commit=commit)
+            # leave the transaction block: commit, or roll back through psycopg.Rollback
+            # (which the block swallows); the pool takes the connection back either way
+            if commit:
+                transaction.__exit__(None, None, None)
+            else:
+                transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
 
     # -- steps -------------------------------------------------------------------------
+
+    def _begin(self, req: falcon.Request, principal: Principal, *, admin: bool) -> None:
+        """Open the request's one transaction; process_response ends it.
+
+        Platform-admin calls run on the platform-admin role, so that the session check
+        and the admin.* call share the one connection the request holds.
+        """
+        context = Context(
+            None if admin else principal.tenant_id, principal.actor_id,
+            actor_type="platform_admin" if admin else ("user" if principal.kind == "user" else "api_key"),
+            request_id=req.context.request_id, role=PLATFORM_ADMIN_ROLE if admin else API_ROLE)
+        transaction = self.db.transaction(context)
+        req.context.conn = transaction.__enter__()
+        req.context.transaction = transaction
 
     @staticmethod
     def _responder(req: falcon.Request, resource: Any) -> Any:
@@ -206,8 +193,8 @@ class Pipeline:
 
     def _authenticate_key(self, req: falcon.Request, key: str) -> Principal:
         prefix = security.parse_api_key(key)
-        with self.db.pool.connection() as conn:  # its own short transaction: usage is recorded
-            row = conn.cursor(row_factory=dict_row).execute(
+        with self.db.transaction(Context()) as conn:  # its own short transaction: usage is recorded
+            row = conn.execute(
                 "SELECT * FROM auth.authenticate_api_key(%s, %s, %s)",
                 (prefix, security.sha256(key), req.remote_addr or None)).fetchone()
         outcome = row["outcome"]
@@ -273,4 +260,4 @@ class Pipeline:
         req.context.idempotency_key = key
 
 
-__all__ = ["Database", "Pipeline", "Principal", "RequestIdAndMetrics", "render"]
+__all__ = ["Pipeline", "Principal", "RequestIdAndMetrics", "render"]

@@ -20,6 +20,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from db.settings import Settings
+
 _hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
 #: verified against unknown emails, so a miss costs as much time as a wrong password
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
@@ -158,3 +160,15 @@ def verify_access_token(key: str, token: str) -> AccessClaims:
         raise TokenError("token_expired", "The access token has expired; refresh it.") from None
     except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
         raise TokenError("invalid_token", "The access token is not valid.") from None
+
+
+def jwt_key(settings: Settings) -> str:
+    """The access-token key: the setting, or one generated once into the state folder."""
+    if settings.jwt_secret:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.state_dir / "jwt_secret"
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -59,7 +59,7 @@ def spawn(env: dict[str, str], port: int, log_path, *, workers: int = 1, threads
 
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "db.cli", "serve", "--port", str(port), "--workers", str(workers),
+        [sys.executable, "-m", "tenantry", "serve", "--port", str(port), "--workers", str(workers),
          "--threads", str(threads)],
         env=os.environ | env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

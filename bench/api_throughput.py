@@ -8,7 +8,7 @@ Two sides run the same tenant-scoped work, in the same run, at the same concurre
 * direct - C client threads share a pool of C `tenantry_api` connections and call the
            same SQL function the resource calls - `api.get_project(tenant, id)` and
            `api.create_project(tenant, name, description)` - in the transaction shape the
-           API uses (db.context.tenant_transaction: BEGIN; SET LOCAL app.tenant_id,
+           API uses (db.context.transaction: BEGIN; SET LOCAL app.tenant_id,
            app.actor_id, app.actor_type, app.request_id; the call; COMMIT).
 
 So the difference is what the API does around that one call: HTTP parsing and writing
@@ -20,7 +20,7 @@ decoding the JSON. With --direct-session-check the direct side also runs
 auth.check_session, so the ratio leaves out the session check.
 
 The benchmark starts everything it talks to on free loopback ports, in a temporary state
-folder: its own redis-server and its own API server (`python -m db.cli serve`); it stops
+folder: its own redis-server and its own API server (`python -m tenantry serve`); it stops
 both when it ends, also on Ctrl-C. Client and server share this machine's cores.
 
 Measurement: rounds of fixed-length blocks. In a block, the C threads run one kind (GET
@@ -70,9 +70,10 @@ from psycopg_pool import ConnectionPool
 
 from api import security
 from db import PROJECT_ROOT, migrate
-from db.context import open_pool, tenant_transaction
-from db.embedded import ensure_database, redacted
-from db.redis_server import LocalRedis
+from db.context import Context, Database, transaction
+from db.dsn import redacted
+from db.local.services import ensure_database
+from db.local.redis import LocalRedis
 from db.settings import API_ROLE, Settings, get_settings
 
 REPRODUCE = "python bench/api_throughput.py"
@@ -186,7 +187,7 @@ def api_server(
         "TENANTRY_POOL_MAX_SIZE": str(max(config.threads, 1)),  # a connection for every thread
     }
     log = state_dir / "api.log"
-    command = [sys.executable, "-m", "db.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [sys.executable, "-m", "tenantry", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(config.workers), "--threads", str(config.threads)]
     with open(log, "w") as log_file:
         # a session of its own: Ctrl-C reaches only us, and we stop it in order
@@ -235,8 +236,8 @@ def sign_up(api_url: str, jwt_secret: str, run_tag: str) -> Account:
 
 def direct_transaction(pool: ConnectionPool, account: Account):
     """The transaction the API opens for a request of this user (a fresh request id each)."""
-    return tenant_transaction(pool, account.tenant_id, actor_id=account.user_id, actor_type="user",
-                              request_id=uuid.uuid4().hex)
+    return transaction(pool, Context(account.tenant_id, actor_id=account.user_id, actor_type="user",
+                              request_id=uuid.uuid4().hex))
 
 
 def create_projects(
@@ -641,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         redis_client = redis.Redis.from_url(local_redis.url())
         stack.callback(redis_client.close)
         api = stack.enter_context(api_server(owner_url, local_redis.url(), state_dir, jwt_secret, config))
-        pool = open_pool(direct_settings.role_url(API_ROLE), direct_settings, "bench-direct")
+        pool = Database(direct_settings, name="bench-direct").pool(API_ROLE)
         stack.callback(pool.close)
 
         account = sign_up(api.url, jwt_secret, run_tag)

@@ -8,7 +8,7 @@ Two sides run the same statements, in the same run, against the same rows:
              explicit `tenant_id = %s` filter of the statement is the only scoping.
 
 The SQL text is identical on both sides. One operation is one transaction of the shape
-the application uses (db.context.tenant_transaction): BEGIN; SET LOCAL app.tenant_id;
+the application uses (db.context.transaction): BEGIN; SET LOCAL app.tenant_id;
 the statement; COMMIT. The baseline opens the same transaction and sets the same context
 (which nothing on its side reads), so the only difference between the sides is RLS -
 and, on the embedded server, that the owner is a superuser, for whom PostgreSQL skips
@@ -43,8 +43,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from db import migrate
-from db.context import open_pool, tenant_transaction
-from db.embedded import ensure_database, redacted
+from db.context import Context, Database, transaction
+from db.dsn import redacted
+from db.local.services import ensure_database
 from db.settings import API_ROLE, Settings, get_settings
 
 REPRODUCE = "python bench/rls_overhead.py"
@@ -170,12 +171,12 @@ def check_sides(rls: Side, baseline: Side, tenant_id: uuid.UUID, projects: int) 
         " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
     )
     count = "SELECT count(*) FROM core.projects"
-    with tenant_transaction(rls.pool, tenant_id) as conn:
+    with transaction(rls.pool, Context(tenant_id)) as conn:
         active, user, _ = conn.execute(probe).fetchone()
         visible = conn.execute(count).fetchone()[0]
     if not active or visible != projects:
         sys.exit(f"{rls.name} side ({user}): RLS not in effect (active={active}, rows={visible}); not measuring")
-    with tenant_transaction(baseline.pool, tenant_id) as conn:
+    with transaction(baseline.pool, Context(tenant_id)) as conn:
         active, user, superuser = conn.execute(probe).fetchone()
     if active:
         sys.exit(
@@ -216,7 +217,7 @@ def run_paired(
     for n, (tenant_id, params) in enumerate(ops):
         for i, side in backward if (n % 2 == 1) != flip else forward:
             started = clock()
-            with tenant_transaction(side.pool, tenant_id) as conn:
+            with transaction(side.pool, Context(tenant_id)) as conn:
                 begun = clock()
                 cur = conn.execute(statement, params)
                 rows[i] += len(cur.fetchall()) if cur.description is not None else cur.rowcount
@@ -339,6 +340,14 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     return config
 
 
+def _owner_pool(owner_url: str, settings: Settings) -> ConnectionPool:
+    """The baseline's pool: the owner, to whom RLS does not apply (not an app role)."""
+    pool = ConnectionPool(owner_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+                          name="bench-baseline", open=False)
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)
@@ -357,8 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     kinds = kinds_for(config.projects)
-    rls = Side("RLS", open_pool(settings.role_url(API_ROLE), settings, "bench-rls"))
-    baseline = Side("baseline", open_pool(owner_url, settings, "bench-baseline"))
+    rls = Side("RLS", Database(settings, name="bench-rls").pool(API_ROLE))
+    baseline = Side("baseline", _owner_pool(owner_url, settings))
     try:
         baseline_role = check_sides(rls, baseline, data[0][0], config.projects)
         print(

@@ -1,9 +1,10 @@
-"""Connection pools and the per-transaction tenant context.
+"""The one way into the database: a `Context` and `Database.transaction(context)`.
 
-Every tenant-scoped unit of work is one transaction that starts with SET LOCAL of the
-app.* settings the database reads (core.current_tenant_id() and friends). SET LOCAL,
-not set_config(): only SET statements reach the Citus workers (architecture fact 8).
-SET takes no bind parameters, so each value is validated here, then composed as a
+Every unit of work -- an API request, a CLI command, a job, a test -- is one transaction
+on a pooled connection of one role, that starts with SET LOCAL of the app.* settings
+the database reads (core.current_tenant_id() and friends). SET LOCAL, not set_config():
+only SET statements reach the Citus workers (docs/citus.md, fact 8). SET takes no bind
+parameters, so each value is validated when the Context is made, then composed as a
 quoted literal.
 """
 
@@ -11,33 +12,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from db.settings import Settings
+from db import dsn
+from db.settings import API_ROLE, Settings
 
-ACTOR_TYPES = frozenset({"user", "api_key", "system", "platform_admin"})
+ActorType = Literal["user", "api_key", "system", "platform_admin"]
+ACTOR_TYPES = frozenset(get_args(ActorType))
 MAX_REQUEST_ID_LENGTH = 200
 
 
 class ContextError(ValueError):
     """A context value is malformed; nothing was sent to the database."""
-
-
-def open_pool(url: str, settings: Settings, name: str) -> ConnectionPool:
-    """A pool of connections to `url` (one role), opened and checked."""
-    pool = ConnectionPool(
-        url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        name=name,
-        open=False,
-    )
-    pool.open(wait=True, timeout=30)
-    return pool
 
 
 def _as_uuid(value: uuid.UUID | str | None, name: str) -> uuid.UUID | None:
@@ -49,52 +42,91 @@ def _as_uuid(value: uuid.UUID | str | None, name: str) -> uuid.UUID | None:
         raise ContextError(f"{name} must be a UUID, not {value!r}") from None
 
 
-def context_statement(
-    tenant_id: uuid.UUID | str | None,
-    *,
-    actor_id: uuid.UUID | str | None = None,
-    actor_type: str | None = None,
-    request_id: str | None = None,
-) -> sql.Composed | None:
-    """The SET LOCAL statements for a context, values validated and quoted; None if empty."""
-    values: dict[str, str | None] = {
-        "app.tenant_id": str(_as_uuid(tenant_id, "tenant_id") or "") or None,
-        "app.actor_id": str(_as_uuid(actor_id, "actor_id") or "") or None,
-        "app.actor_type": actor_type,
-        "app.request_id": request_id,
-    }
-    if actor_type is not None and actor_type not in ACTOR_TYPES:
-        raise ContextError(f"actor_type must be one of {sorted(ACTOR_TYPES)}, not {actor_type!r}")
-    if request_id is not None and (
-        len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable() or not request_id.isascii()
-    ):
-        raise ContextError(f"request_id must be printable ASCII of at most {MAX_REQUEST_ID_LENGTH} characters")
-    statements = [
-        sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))
-        for name, value in values.items()
-        if value is not None
-    ]
-    return sql.SQL("; ").join(statements) if statements else None
+@dataclass(frozen=True)
+class Context:
+    """Who acts, for which tenant, in which request, as which database role.
+
+    No tenant means no tenant rows (fail closed). Values are checked here, so a
+    malformed one never reaches SQL.
+    """
+
+    tenant_id: uuid.UUID | None = None
+    actor_id: uuid.UUID | None = None
+    actor_type: ActorType | None = None
+    request_id: str | None = None
+    role: str = field(default=API_ROLE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tenant_id", _as_uuid(self.tenant_id, "tenant_id"))
+        object.__setattr__(self, "actor_id", _as_uuid(self.actor_id, "actor_id"))
+        if self.actor_type is not None and self.actor_type not in ACTOR_TYPES:
+            raise ContextError(f"actor_type must be one of {sorted(ACTOR_TYPES)}, not {self.actor_type!r}")
+        rid = self.request_id
+        if rid is not None and (len(rid) > MAX_REQUEST_ID_LENGTH or not rid.isprintable() or not rid.isascii()):
+            raise ContextError(f"request_id must be printable ASCII of at most {MAX_REQUEST_ID_LENGTH} characters")
+
+    def statement(self) -> sql.Composed | None:
+        """The SET LOCAL statements for this context, values quoted; None if empty."""
+        values = {
+            "app.tenant_id": self.tenant_id and str(self.tenant_id),
+            "app.actor_id": self.actor_id and str(self.actor_id),
+            "app.actor_type": self.actor_type,
+            "app.request_id": self.request_id,
+        }
+        statements = [
+            sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))
+            for name, value in values.items()
+            if value is not None
+        ]
+        return sql.SQL("; ").join(statements) if statements else None
 
 
 @contextmanager
-def tenant_transaction(
-    pool: ConnectionPool,
-    tenant_id: uuid.UUID | str | None,
-    *,
-    actor_id: uuid.UUID | str | None = None,
-    actor_type: str | None = None,
-    request_id: str | None = None,
-) -> Iterator[psycopg.Connection]:
-    """One transaction on a pooled connection, with the tenant context set.
+def transaction(pool: ConnectionPool, context: Context) -> Iterator[psycopg.Connection]:
+    """One transaction on a connection of `pool`, with the context set first.
 
-    Commits when the block ends, rolls back if it raises. The context vanishes with the
-    transaction, so the pooled connection goes back clean. tenant_id=None opens a
-    transaction without a tenant, which sees no tenant rows (fail closed).
+    Commits when the block ends, rolls back if it raises (raise psycopg.Rollback to
+    roll back quietly). The pool's own context manager returns the connection on every
+    path, broken or not, and the context vanishes with the transaction. `pool` must be
+    a pool of `context.role` (Database.transaction picks it).
     """
-    statement = context_statement(tenant_id, actor_id=actor_id, actor_type=actor_type, request_id=request_id)
-    with pool.connection() as conn:
-        with conn.transaction():
-            if statement is not None:
-                conn.execute(statement)
-            yield conn
+    statement = context.statement()
+    with pool.connection() as conn, conn.transaction():
+        if statement is not None:
+            conn.execute(statement)
+        yield conn
+
+
+class Database:
+    """A connection pool per role, opened on first use, and the one way to use them."""
+
+    def __init__(self, settings: Settings, *, dict_rows: bool = False, name: str = "tenantry") -> None:
+        self.settings = settings
+        self.dict_rows = dict_rows
+        self.name = name
+        self._pools: dict[str, ConnectionPool] = {}
+
+    def pool(self, role: str = API_ROLE) -> ConnectionPool:
+        """The pool of `role` (opened and checked the first time)."""
+        if role not in self._pools:
+            kwargs: dict[str, Any] = {"row_factory": dict_row} if self.dict_rows else {}
+            pool: ConnectionPool = ConnectionPool(
+                dsn.role_url(self.settings, role),
+                min_size=self.settings.pool_min_size,
+                max_size=self.settings.pool_max_size,
+                kwargs=kwargs,
+                name=f"{self.name}-{role}",
+                open=False,
+            )
+            pool.open(wait=True, timeout=30)
+            self._pools[role] = pool
+        return self._pools[role]
+
+    def transaction(self, context: Context) -> AbstractContextManager[psycopg.Connection]:
+        """One transaction as `context.role`, with the context set first (see `transaction`)."""
+        return transaction(self.pool(context.role), context)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 from db import PROJECT_ROOT
 
@@ -76,41 +75,6 @@ class Settings(BaseSettings):
         description="bin/ folder of a PostgreSQL installation that has the Citus extension, "
         "for `tenantry citus dev-cluster`. Unset: searched on PATH and in /usr/lib/postgresql/*/bin.",
     )
-
-    def role_url(self, role: str) -> str:
-        """DSN for one of the application's login roles.
-
-        An explicit TENANTRY_<ROLE>_DATABASE_URL wins; otherwise the owner DSN with the
-        user (and the app-role password, if set) replaced.
-        """
-        explicit = {
-            API_ROLE: self.api_database_url,
-            WORKER_ROLE: self.worker_database_url,
-            ANALYST_ROLE: self.analyst_database_url,
-            PLATFORM_ADMIN_ROLE: self.admin_database_url,
-        }.get(role)
-        if explicit:
-            return explicit
-        from db.embedded import owner_url  # late import: embedded may start a server
-
-        url = make_url(owner_url(self)).set(username=role)
-        password = self.app_role_password.get_secret_value() if self.app_role_password else None
-        url = url.set(password=password)
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-    def jwt_key(self) -> str:
-        """The access-token key: the setting, or one generated once into the state folder."""
-        if self.jwt_secret:
-            return self.jwt_secret.get_secret_value()
-        path = self.state_dir / "jwt_secret"
-        if not path.exists():
-            import secrets
-
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(48))
-        return path.read_text().strip()
 
 
 @lru_cache

@@ -37,10 +37,12 @@ GRANT USAGE ON SCHEMA ops TO tenantry_worker;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ops TO tenantry_worker;
 
 ----------------------------------------------------------------------------------------
--- tenantry_platform_admin: admin.* only (definer-rights functions)
+-- tenantry_platform_admin: admin.* (definer-rights functions), and the session check
+-- every request makes, so that an admin request holds one connection of this role
 ----------------------------------------------------------------------------------------
-GRANT USAGE ON SCHEMA admin TO tenantry_platform_admin;
+GRANT USAGE ON SCHEMA admin, auth TO tenantry_platform_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin TO tenantry_platform_admin;
+GRANT EXECUTE ON FUNCTION auth.check_session(uuid, uuid, uuid) TO tenantry_platform_admin;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_analyst: the analytics views only

@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 
 from api.server import spawn
 from db import migrate
-from db.context import open_pool, tenant_transaction
-from db.embedded import embedded_server
-from db.redis_server import LocalRedis
+from db.context import Context, Database
+from db.local.embedded import embedded_server
+from db.local.redis import LocalRedis
 from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
 
 #: one database per test session, so concurrent sessions on one server never collide
@@ -97,27 +97,27 @@ def test_settings(owner_url: str) -> Settings:
     return Settings(database_url=owner_url)
 
 
-def _pool(settings: Settings, role: str) -> Iterator[ConnectionPool]:
-    pool = open_pool(settings.role_url(role), settings, name=role)
-    try:
-        yield pool
-    finally:
-        pool.close()
+@pytest.fixture(scope="session")
+def database(test_settings: Settings) -> Iterator[Database]:
+    """The application's way in: one pool per role, `database.transaction(Context(...))`."""
+    db = Database(test_settings, name="tests")
+    yield db
+    db.close()
 
 
 @pytest.fixture(scope="session")
-def api_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
-    yield from _pool(test_settings, API_ROLE)
+def api_pool(database: Database) -> ConnectionPool:
+    return database.pool(API_ROLE)
 
 
 @pytest.fixture(scope="session")
-def admin_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
-    yield from _pool(test_settings, PLATFORM_ADMIN_ROLE)
+def admin_pool(database: Database) -> ConnectionPool:
+    return database.pool(PLATFORM_ADMIN_ROLE)
 
 
 @pytest.fixture(scope="session")
-def analyst_pool(test_settings: Settings) -> Iterator[ConnectionPool]:
-    yield from _pool(test_settings, ANALYST_ROLE)
+def analyst_pool(database: Database) -> ConnectionPool:
+    return database.pool(ANALYST_ROLE)
 
 
 @pytest.fixture
@@ -148,11 +148,12 @@ def platform_admin(owner_url: str) -> uuid.UUID:
 
 
 @pytest.fixture(scope="session")
-def as_admin(admin_pool: ConnectionPool, platform_admin: uuid.UUID):
+def as_admin(database: Database, platform_admin: uuid.UUID):
     """Open a platform-admin transaction: `with as_admin() as conn: ...`."""
 
     def open_transaction(**context):
-        return tenant_transaction(admin_pool, None, actor_id=platform_admin, actor_type="platform_admin", **context)
+        return database.transaction(Context(actor_id=platform_admin, actor_type="platform_admin",
+                                            role=PLATFORM_ADMIN_ROLE, **context))
 
     return open_transaction
 

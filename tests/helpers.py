@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from db.context import tenant_transaction
+from db.context import Context, transaction
 
 
 def call(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args: Any, **kwargs: Any) -> list[dict]:
@@ -42,7 +42,7 @@ def owner_transaction(pool: ConnectionPool, tenant_id: uuid.UUID | None, **conte
     from tests.conftest import OWNERS
 
     actor = OWNERS.get(tenant_id) if tenant_id else None
-    return tenant_transaction(pool, tenant_id, actor_id=actor, actor_type="user" if actor else None, **context)
+    return transaction(pool, Context(tenant_id, actor, "user" if actor else None, **context))
 
 
 def one(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args: Any, **kwargs: Any) -> dict:

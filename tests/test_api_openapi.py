@@ -19,6 +19,7 @@ from schemathesis.core.result import Err
 
 import api.app as app_module
 from api import encoding, openapi
+from db.context import Database
 from db.settings import Settings
 from tests.conftest import TEST_JWT_SECRET
 
@@ -32,24 +33,14 @@ def settings(owner_url, redis_url) -> Settings:
 
 @pytest.fixture(scope="module")
 def built(settings):
-    """An app from create_app(settings), and the pools it opened (closed afterwards).
+    """An app from create_app(settings), and its database (closed afterwards).
     create_app also configures the "tenantry" logger: that is undone afterwards too."""
     logger = logging.getLogger("tenantry")
     saved = (list(logger.handlers), logger.level, logger.propagate)
-    pools = []
-    real_open_pool = app_module.open_pool
-
-    def recording_open_pool(*args, **kwargs):
-        pools.append(real_open_pool(*args, **kwargs))
-        return pools[-1]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app_module, "open_pool", recording_open_pool)
-        app = app_module.create_app(settings)
-    assert len(pools) == 2, pools  # the api and platform-admin pools
-    yield app, pools
-    for pool in pools:
-        pool.close()
+    db = Database(settings, dict_rows=True, name="openapi-test")
+    app = app_module.create_app(settings, db)
+    yield app, db
+    db.close()
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
@@ -144,9 +135,8 @@ def test_every_ref_resolves(served):
 
 
 def test_the_served_document_is_the_built_one(served, built, settings):
-    app, pools = built
-    api_pool, admin_pool = pools
-    table = app_module.routes(api_pool, admin_pool, None, settings)
+    app, db = built
+    table = app_module.routes(db, None, settings)
     assert served == as_json(openapi.build(table, version("tenantry")))
     in_process = falcon.testing.TestClient(app).simulate_get("/v1/openapi.json")
     assert in_process.status_code == 200

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from db.context import ContextError, context_statement, tenant_transaction
+from db.context import Context, ContextError, transaction
 from tests.helpers import one, owner_transaction
 
 
@@ -23,21 +23,21 @@ from tests.helpers import one, owner_transaction
 )
 def test_malformed_context_values_are_refused_before_any_sql(kwargs):
     with pytest.raises(ContextError):
-        context_statement(**kwargs)
+        Context(**kwargs)
 
 
 def test_context_values_are_quoted_literals():
-    statement = context_statement(uuid.UUID(int=1), request_id="it's")
+    statement = Context(uuid.UUID(int=1), request_id="it's").statement()
     assert statement is not None
     text = statement.as_string(None)
     assert "SET LOCAL app.tenant_id = '00000000-0000-0000-0000-000000000001'" in text
     assert "SET LOCAL app.request_id = 'it''s'" in text
-    assert context_statement(None) is None
+    assert Context().statement() is None
 
 
 def test_context_is_visible_inside_and_gone_after_the_transaction(api_pool, new_tenant):
     tenant, actor = new_tenant(), uuid.uuid4()
-    with tenant_transaction(api_pool, tenant, actor_id=actor, actor_type="api_key", request_id="req-1") as conn:
+    with transaction(api_pool, Context(tenant, actor_id=actor, actor_type="api_key", request_id="req-1")) as conn:
         seen = conn.execute("SELECT core.current_tenant_id(), core.current_actor_id(), "
                             "core.current_actor_type(), core.current_request_id()").fetchone()
     assert seen == (tenant, actor, "api_key", "req-1")
@@ -61,7 +61,7 @@ def test_without_context_api_functions_refuse_and_tables_are_empty(api_pool, new
     with pytest.raises(Exception) as exc:
         one(api_pool, tenant, "list_projects", as_tenant=None)
     assert getattr(exc.value, "sqlstate", None) == "42501"
-    with tenant_transaction(api_pool, None) as conn:
+    with transaction(api_pool, Context(None)) as conn:
         assert conn.execute("SELECT count(*) FROM core.projects").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM core.tenants").fetchone()[0] == 0
 

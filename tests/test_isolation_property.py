@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from db.context import tenant_transaction
+from db.context import Context, transaction
 from tests.helpers import owner_transaction
 
 TENANTS = 3
@@ -175,7 +175,7 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
             assert foreign == 0
 
     # a transaction with no tenant context sees nothing, in any tenant table
-    with tenant_transaction(api_pool, None) as conn:
+    with transaction(api_pool, Context(None)) as conn:
         visible = conn.execute(
             "SELECT (SELECT count(*) FROM core.projects) + (SELECT count(*) FROM core.tasks)"
             "     + (SELECT count(*) FROM core.tenants)").fetchone()[0]

@@ -72,7 +72,7 @@ def test_lint_names_every_violation(owner_url, bad_schema, is_citus):
 def test_lint_command_exits_non_zero_naming_the_table(owner_url, owner, monkeypatch):
     from typer.testing import CliRunner
 
-    from db.cli import app
+    from tenantry.cli import app
     from db.settings import get_settings
 
     monkeypatch.setenv("TENANTRY_DATABASE_URL", owner_url)

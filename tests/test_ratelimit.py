@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from api.ratelimit import Decision, Limit, RateLimiter, RateLimiterUnavailable, connect, limit_for_plan
-from db.redis_server import LocalRedis, RedisServerError
-from db.server import port_is_free
+from db.local.postgres import port_is_free
+from db.local.redis import LocalRedis, RedisServerError
 
 
 def free_port() -> int:

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from db import migrate
-from db.cli import app
-from db.embedded import bin_dir
-from db.server import LocalServer, ServerError
+from db.local.embedded import bin_dir
+from db.local.postgres import LocalServer, ServerError
 from db.settings import get_settings
+from tenantry.cli import app
 
 
 def _free_port() -> int:
@@ -73,7 +73,7 @@ def test_dev_cluster_says_when_citus_is_not_installed(tmp_path):
     # a PostgreSQL without citus.so, and nothing else on PATH to find
     env = {"PATH": "/nonexistent", "TENANTRY_CITUS_PG_BIN": str(bin_dir()),
            "TENANTRY_STATE_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "db.cli", "citus", "dev-cluster", "up"],
+    result = subprocess.run([sys.executable, "-m", "tenantry", "citus", "dev-cluster", "up"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 1
     assert "Citus is not installed" in result.stderr

@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from db.context import tenant_transaction
+from db.context import Context, transaction
 from tests.conftest import OWNERS, TEST_PASSWORD_HASH
 from tests.helpers import call, one, owner_transaction
 
@@ -18,7 +18,7 @@ from tests.helpers import call, one, owner_transaction
 def test_create_get_update_delete_project(api_pool, new_tenant):
     tenant = new_tenant()
     actor = OWNERS[tenant]
-    with tenant_transaction(api_pool, tenant, actor_id=actor, actor_type="user") as conn:
+    with transaction(api_pool, Context(tenant, actor_id=actor, actor_type="user")) as conn:
         created = conn.execute("SELECT project_id, created_by FROM api.create_project(%s, %s, %s)",
                                (tenant, "Apollo", "to the moon")).fetchone()
     project_id, created_by = created
@@ -265,8 +265,8 @@ def test_platform_admin_actions_are_recorded_with_the_admin(as_admin, platform_a
 def test_only_a_platform_administrator_may_use_admin_functions(admin_pool, new_tenant, actor_type):
     tenant = new_tenant()
     owner = OWNERS[tenant]  # a real user, but not a platform administrator
-    with pytest.raises(psycopg.Error) as exc, tenant_transaction(
-            admin_pool, None, actor_id=owner if actor_type else None, actor_type=actor_type) as conn:
+    context = Context(actor_id=owner if actor_type else None, actor_type=actor_type)
+    with pytest.raises(psycopg.Error) as exc, transaction(admin_pool, context) as conn:
         conn.execute("SELECT admin.set_tenant_status(%s, 'suspended')", (tenant,))
     assert exc.value.sqlstate == "TA060"
 

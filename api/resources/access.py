@@ -8,13 +8,13 @@ import datetime as dt
 import uuid
 
 import falcon
-from psycopg.rows import dict_row
 
 from api import models, security
 from api.errors import Problem
 from api.resources.base import as_uuid, body, cursor_param, limit_param, page, principal, row, rows, shape
 from api.resources.work import PAGE_QUERY
 from api.spec import operation
+from db.context import Context, Database
 
 
 class MembersResource:
@@ -105,8 +105,8 @@ class InvitationResendResource:
 
 
 class InvitationAcceptResource:
-    def __init__(self, pool) -> None:
-        self.pool = pool
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @operation(summary="Accept an invitation (a new account needs name and password)", auth="none",
                body=models.InvitationAccept, response=models.Accepted, errors=(404, 409, 410, 422))
@@ -117,8 +117,7 @@ class InvitationAcceptResource:
         except security.TokenError:
             raise Problem(404, "invitation_not_found", "No such invitation.", field="token") from None
         password_hash = security.hash_password(data.password) if data.password else None
-        with self.pool.connection() as conn:
-            conn.row_factory = dict_row
+        with self.db.transaction(Context(request_id=req.context.request_id)) as conn:
             accepted = conn.execute("SELECT * FROM auth.accept_invitation(%s, %s, %s, %s, %s)", (
                 tenant_id, invitation_id, security.sha256(data.token), data.name, password_hash)).fetchone()
         resp.media = shape(models.Accepted, accepted)

@@ -11,22 +11,27 @@ from __future__ import annotations
 import uuid
 
 import falcon
-from psycopg.rows import dict_row
 
 from api import models, security
 from api.errors import Problem
 from api.resources.base import as_uuid, body, principal, row, rows, shape
 from api.spec import operation
+from db.context import Context, Database
 from db.settings import Settings
+
+
+def _anonymous(req: falcon.Request) -> Context:
+    """The context of a call made before login: no tenant, no actor."""
+    return Context(request_id=req.context.request_id)
 
 
 class Sessions:
     """Opening sessions and minting their tokens, shared by the resources below."""
 
-    def __init__(self, pool, settings: Settings) -> None:
-        self.pool = pool
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
         self.settings = settings
-        self.key = settings.jwt_key()
+        self.key = security.jwt_key(settings)
 
     def open(self, conn, req: falcon.Request, user_id: uuid.UUID, tenant_id: uuid.UUID | None) -> dict:
         secret = security.new_secret()
@@ -58,8 +63,7 @@ class SignUpResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.SignUp)
         password_hash = security.hash_password(data.password)
-        with self.sessions.pool.connection() as conn:
-            conn.row_factory = dict_row
+        with self.sessions.db.transaction(_anonymous(req)) as conn:
             created = conn.execute("SELECT * FROM auth.sign_up(%s, %s, %s, %s, %s, %s)", (
                 data.email, data.name, password_hash, data.tenant_slug, data.tenant_name, data.plan)).fetchone()
             resp.media = self.sessions.open(conn, req, created["user_id"], created["tenant_id"])
@@ -74,20 +78,21 @@ class LoginResource:
                auth="none", body=models.Login, response=models.Tokens, errors=(401, 403, 429))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.Login)
-        with self.sessions.pool.connection() as conn:
-            conn.row_factory = dict_row
+        refusal: Problem | None = None
+        with self.sessions.db.transaction(_anonymous(req)) as conn:
             user = conn.execute("SELECT * FROM auth.begin_login(%s)", (data.email,)).fetchone()
             if user and user["locked_for_seconds"] > 0:
-                raise _locked(user["locked_for_seconds"])
-            if user is None or not security.verify_password(user["password_hash"], data.password):
-                if user is not None:
+                refusal = _locked(user["locked_for_seconds"])
+            elif user is None or not security.verify_password(user["password_hash"], data.password):
+                refusal = Problem(401, "invalid_credentials", "The email or password is wrong.")
+                if user is not None:  # the failure counts even though we refuse: committed below
                     locked_for = conn.execute("SELECT auth.record_login_failure(%s) AS s",
                                               (user["user_id"],)).fetchone()["s"]
-                    conn.commit()  # the failure counts even though we refuse
-                    if locked_for:
-                        raise _locked(locked_for)
-                raise Problem(401, "invalid_credentials", "The email or password is wrong.")
-            resp.media = self.sessions.open(conn, req, user["user_id"], data.tenant_id)
+                    refusal = _locked(locked_for) if locked_for else refusal
+            else:
+                resp.media = self.sessions.open(conn, req, user["user_id"], data.tenant_id)
+        if refusal is not None:
+            raise refusal
 
 
 def _locked(seconds: int) -> Problem:
@@ -110,11 +115,10 @@ class RefreshResource:
         except security.TokenError as exc:
             raise Problem(401, exc.reason, str(exc)) from None
         new_secret = security.new_secret()
-        with self.sessions.pool.connection() as conn:
-            conn.row_factory = dict_row
-            result = conn.execute("SELECT * FROM auth.refresh_session(%s, %s, %s)",
-                                  (tenant_id, security.sha256(secret), security.sha256(new_secret))).fetchone()
-            conn.commit()  # a detected reuse revokes the session: keep that
+        with self.sessions.db.transaction(_anonymous(req)) as conn:  # committed even when refused:
+            result = conn.execute(  # a detected reuse revokes the session
+                "SELECT * FROM auth.refresh_session(%s, %s, %s)",
+                (tenant_id, security.sha256(secret), security.sha256(new_secret))).fetchone()
         outcome = result["outcome"]
         if outcome != "ok":
             detail = {

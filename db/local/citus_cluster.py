@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from db.server import LocalServer
+from db.local.postgres import LocalServer
 from db.settings import Settings
 
 CITUS_SETTINGS = {

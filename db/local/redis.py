@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from db.server import port_is_free
+from db.local.postgres import port_is_free
 
 #: how long start() waits for PING and stop() for the process to exit
 WAIT_SECONDS = 10.0

@@ -16,17 +16,18 @@ from collections.abc import Callable
 import httpx
 import psycopg
 
-from db import lint, migrate
-from db.server import port_is_free
+from api.server import spawn
+from db import dsn, lint, migrate
+from db.local import services
+from db.local.postgres import port_is_free
+from db.platform import grant_platform_admin
 from db.settings import ANALYST_ROLE, Settings
 
 Echo = Callable[[str], None]
 
 
 def run(settings: Settings, echo: Echo = print) -> None:
-    from db.cli import services_settings
-
-    settings = services_settings(settings)  # database and Redis up
+    settings = services.up(settings)  # database and Redis up
     url = settings.database_url or ""
     migrate.migrate(url, settings=settings)
     st = migrate.status(url)
@@ -43,8 +44,6 @@ def run(settings: Settings, echo: Echo = print) -> None:
 
 
 def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
-    from api.server import spawn
-
     port = settings.api_port
     while not port_is_free(port):
         port += 1
@@ -120,7 +119,7 @@ def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
     _show(echo, "POST /v1/projects as globex", http.post("/v1/projects", headers=globex, json={"name": "Plan B"}))
 
     echo("\n-- an analyst reads analytics.tenant_overview (cross-tenant; no raw tables)")
-    with psycopg.connect(settings.role_url(ANALYST_ROLE)) as conn:
+    with psycopg.connect(dsn.role_url(settings, ANALYST_ROLE)) as conn:
         rows = conn.execute(
             "SELECT slug, plan_id, status, live_projects, open_tasks FROM analytics.tenant_overview"
             " WHERE slug LIKE %s ORDER BY slug", (f"%-{run_id}",)).fetchall()
@@ -130,8 +129,6 @@ def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
 
 def _make_platform_admin(http: httpx.Client, settings: Settings, run_id: str, password: str) -> dict:
     """Sign up an operator and grant them platform admin, as `tenantry platform-admin grant` does."""
-    from db.platform import grant_platform_admin
-
     email = f"operator@ops-{run_id}.test"
     http.post("/v1/signup", json={"email": email, "name": "Ops", "password": password,
                                   "tenant_slug": f"ops-{run_id}", "tenant_name": "Operations"})

@@ -1,0 +1,46 @@
+"""`friendly`: the one way a `tenantry` sub-command turns an expected error into a
+one-line message that says what to do and exit code 1 -- never a traceback for a
+condition we can name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import psycopg
+import sqlalchemy.exc
+import typer
+
+from db import migrate
+from db.local.citus_cluster import ClusterError
+from db.local.postgres import ServerError
+from db.local.redis import RedisServerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn the errors we expect into a one-line message and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                return func(*args, **kwargs)
+            except sqlalchemy.exc.DBAPIError as exc:  # Alembic's connection wraps driver errors
+                raise exc.orig from None
+        except (ServerError, RedisServerError, migrate.MigrationError, ClusterError,
+                LookupError) as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate:  # the server answered (a deadlock, a cancelled statement, ...)
+                typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
+            else:
+                typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
+                typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
+        except psycopg.Error as exc:
+            typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
+        raise typer.Exit(1)
+
+    return wrapper  # type: ignore[return-value]

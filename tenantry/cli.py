@@ -1,0 +1,16 @@
+"""The `tenantry` entry point (`python -m tenantry`, or `tenantry` in the venv)."""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import api_app
+from db.cli import citus_app, db_app, platform_admin_app
+from db.local.cli import services_app
+
+app = typer.Typer(help="tenantry: multi-tenant SaaS platform on PostgreSQL + Citus.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
+app.add_typer(citus_app, name="citus")
+app.add_typer(platform_admin_app, name="platform-admin")
+app.add_typer(api_app)  # serve, demo
