@@ -7,11 +7,11 @@ from typing import Any
 
 import falcon
 
-from api import encoding, errors, logs, openapi
+from api import encoding, errors, logs, openapi, ratelimit
 from api.pipeline import Pipeline, RequestIdAndMetrics
-from api import ratelimit
 from api.ratelimit import RateLimiter
 from api.resources import access, admin, auth, ops, work
+from api.resources.base import UUIDConverter
 from db.context import Database
 from db.settings import API_ROLE, Settings, get_settings
 
@@ -33,27 +33,27 @@ def routes(db: Database, redis_client, settings: Settings) -> list[tuple[str, An
         ("/v1/auth/logout", auth.LogoutResource()),
         ("/v1/auth/me", auth.MeResource()),
         ("/v1/auth/sessions", auth.SessionsResource()),
-        ("/v1/auth/sessions/{tenant_id}/{session_id}", auth.SessionResource()),
+        ("/v1/auth/sessions/{tenant_id:uuid}/{session_id:uuid}", auth.SessionResource()),
         ("/v1/auth/switch-tenant", auth.SwitchTenantResource(sessions)),
         ("/v1/tenant", work.TenantResource()),
         ("/v1/members", access.MembersResource()),
-        ("/v1/members/{user_id}", access.MemberResource()),
+        ("/v1/members/{user_id:uuid}", access.MemberResource()),
         ("/v1/invitations", access.InvitationsResource()),
         ("/v1/invitations/accept", access.InvitationAcceptResource(db)),
-        ("/v1/invitations/{invitation_id}", access.InvitationResource()),
-        ("/v1/invitations/{invitation_id}/resend", access.InvitationResendResource()),
+        ("/v1/invitations/{invitation_id:uuid}", access.InvitationResource()),
+        ("/v1/invitations/{invitation_id:uuid}/resend", access.InvitationResendResource()),
         ("/v1/api-keys", access.ApiKeysResource()),
-        ("/v1/api-keys/{key_id}", access.ApiKeyResource()),
-        ("/v1/api-keys/{key_id}/rotate", access.ApiKeyRotateResource()),
+        ("/v1/api-keys/{key_id:uuid}", access.ApiKeyResource()),
+        ("/v1/api-keys/{key_id:uuid}/rotate", access.ApiKeyRotateResource()),
         ("/v1/projects", work.ProjectsResource()),
-        ("/v1/projects/{project_id}", work.ProjectResource()),
+        ("/v1/projects/{project_id:uuid}", work.ProjectResource()),
         ("/v1/tasks", work.TasksResource()),
-        ("/v1/tasks/{task_id}", work.TaskResource()),
+        ("/v1/tasks/{task_id:uuid}", work.TaskResource()),
         ("/v1/admin/tenants", admin.AdminTenantsResource()),
-        ("/v1/admin/tenants/{tenant_id}", admin.AdminTenantResource()),
-        ("/v1/admin/tenants/{tenant_id}/suspend", admin.AdminTenantSuspendResource()),
-        ("/v1/admin/tenants/{tenant_id}/reactivate", admin.AdminTenantReactivateResource()),
-        ("/v1/admin/tenants/{tenant_id}/actions", admin.AdminTenantActionsResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}", admin.AdminTenantResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/suspend", admin.AdminTenantSuspendResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/reactivate", admin.AdminTenantReactivateResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/actions", admin.AdminTenantActionsResource()),
         ("/v1/openapi.json", ops.OpenApiResource()),  # its document is set once built
     ]
 
@@ -74,11 +74,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         redis_client = ratelimit.connect(settings.redis_url, timeout=0.2)
         limiter = RateLimiter(redis_client)
 
-    app = falcon.App(middleware=[RequestIdAndMetrics(), Pipeline(settings, db, limiter)])
+    middleware: list[Any] = [RequestIdAndMetrics(), Pipeline(settings, db, limiter)]
+    app = falcon.App(middleware=middleware)
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler, errors.PROBLEM_JSON: handler})
     app.req_options.strip_url_path_trailing_slash = True
+    # `{x:uuid}` in a route accepts ids in the canonical 8-4-4-4-12 form only (Falcon's own
+    # converter also takes braces, urn:uuid: and undashed forms)
+    app.router_options.converters["uuid"] = UUIDConverter
     errors.install(app)
 
     table = routes(db, redis_client, settings)

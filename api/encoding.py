@@ -12,8 +12,17 @@ from typing import Any
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, (uuid.UUID, decimal.Decimal, ipaddress.IPv4Address, ipaddress.IPv6Address,
-                          ipaddress.IPv4Network, ipaddress.IPv6Network)):
+    if isinstance(
+        value,
+        (
+            uuid.UUID,
+            decimal.Decimal,
+            ipaddress.IPv4Address,
+            ipaddress.IPv6Address,
+            ipaddress.IPv4Network,
+            ipaddress.IPv6Network,
+        ),
+    ):
         return str(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()

@@ -14,8 +14,11 @@ def configure(level: int = logging.INFO) -> None:
     if any(getattr(h, "_tenantry", False) for h in logger.handlers):
         return  # once per process
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"asctime": "time", "levelname": "level"}))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time", "levelname": "level"}
+        )
+    )
     handler._tenantry = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,16 @@ Priority = Literal["low", "normal", "high", "urgent"]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list: keyset pagination, `next_cursor` null on the last page."""
+
+    items: list[Item]
+    next_cursor: str | None
 
 
 # -- auth ---------------------------------------------------------------------------------
@@ -104,9 +114,8 @@ class Member(BaseModel):
     created_at: dt.datetime
 
 
-class MemberPage(BaseModel):
-    items: list[Member]
-    next_cursor: str | None
+class MemberPage(Page[Member]):
+    pass
 
 
 class MemberChange(Body):
@@ -141,9 +150,8 @@ class InvitationWithToken(Invitation):
     token: str = Field(description="The single-use token to send to the invitee. Shown once.")
 
 
-class InvitationPage(BaseModel):
-    items: list[Invitation]
-    next_cursor: str | None
+class InvitationPage(Page[Invitation]):
+    pass
 
 
 class InvitationAccept(Body):
@@ -218,9 +226,8 @@ class Project(BaseModel):
     deleted_at: dt.datetime | None
 
 
-class ProjectPage(BaseModel):
-    items: list[Project]
-    next_cursor: str | None
+class ProjectPage(Page[Project]):
+    pass
 
 
 class TaskCreate(Body):
@@ -258,9 +265,8 @@ class Task(BaseModel):
     deleted_at: dt.datetime | None
 
 
-class TaskPage(BaseModel):
-    items: list[Task]
-    next_cursor: str | None
+class TaskPage(Page[Task]):
+    pass
 
 
 # -- tenants -------------------------------------------------------------------------------
@@ -279,9 +285,8 @@ class Tenant(BaseModel):
     deleted_at: dt.datetime | None
 
 
-class TenantPage(BaseModel):
-    items: list[Tenant]
-    next_cursor: str | None
+class TenantPage(Page[Tenant]):
+    pass
 
 
 class TenantCreate(Body):

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.spec import Operation, operation_of
+from db import errors as db_errors
 
 METHODS = ("get", "post", "patch", "put", "delete")
 REF = "#/components/schemas/{model}"
@@ -23,27 +24,58 @@ PROBLEM_SCHEMA = {
     "description": "RFC 9457 problem details",
     "required": ["type", "title", "status", "code", "detail"],
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
         "code": {"type": "string", "description": "Stable machine-readable reason"},
-        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
         "field": {"type": "string", "description": "The field at fault, when there is one"},
-        "hint": {"type": "string"}, "request_id": {"type": ["string", "null"]},
+        "hint": {"type": "string"},
+        "request_id": {"type": ["string", "null"]},
     },
 }
 
 #: Routes without @operation: infrastructure, documented here.
 INFRASTRUCTURE = {
     "/health": ("Liveness: the process answers", {"200": {"description": "Alive"}}),
-    "/ready": ("Readiness: database and Redis reachable",
-               {"200": {"description": "Ready"}, "503": {"description": "Not ready; says what is down"}}),
+    "/ready": (
+        "Readiness: database and Redis reachable",
+        {"200": {"description": "Ready"}, "503": {"description": "Not ready; says what is down"}},
+    ),
     "/metrics": ("Prometheus metrics", {"200": {"description": "Metrics in the Prometheus text format"}}),
     "/v1/openapi.json": ("This document", {"200": {"description": "The OpenAPI 3.1 document"}}),
 }
 
-ERROR_TEXT = {400: "Bad request", 401: "Missing, invalid or expired credentials (see `code`)",
-              403: "Not allowed (missing scope, suspended tenant, ...)", 404: "Not found (or not yours)",
-              409: "Conflict", 410: "Gone", 415: "Unsupported media type", 422: "Invalid input (see `field`)",
-              429: "Rate limited (see Retry-After)"}
+#: What each error status means; `error_description` adds the codes the registry (db/errors.py) answers it with.
+ERROR_TEXT = {
+    400: "Bad request",
+    401: "Missing, invalid or expired credentials",
+    403: "Not allowed",
+    404: "Not found (or not yours)",
+    409: "Conflict",
+    410: "Gone",
+    415: "Unsupported media type",
+    422: "Invalid input (see `field`)",
+    429: "Rate limited (see Retry-After)",
+}
+#: Errors any operation can answer: a malformed body (400) or input (422), a rate limit (429).
+COMMON_ERRORS = frozenset({400, 422, 429})
+#: The checks the database makes on every authenticated call: their statuses are documented on each.
+AUTHENTICATED_CHECKS = (
+    db_errors.SESSION_REVOKED,
+    db_errors.TENANT_SUSPENDED,
+    db_errors.TENANT_DELETED,
+    db_errors.MISSING_SCOPE,
+)
+_DATABASE_CODES = db_errors.codes_by_status()
+
+
+def error_description(status: int) -> str:
+    """The status's text, then every code the database's rules answer with it (from the registry)."""
+    text = ERROR_TEXT.get(status, "Error")
+    codes = _DATABASE_CODES.get(status)
+    return f"{text}. Codes from the database's rules: {', '.join(f'`{c}`' for c in codes)}" if codes else text
 
 
 def _models(routes: list[tuple[str, Any]]) -> list[type[BaseModel]]:
@@ -57,49 +89,80 @@ def _models(routes: list[tuple[str, Any]]) -> list[type[BaseModel]]:
     return list(found.values())
 
 
+def openapi_path(route: str) -> str:
+    """The route's template without Falcon's converters: /v1/projects/{project_id:uuid} -> .../{project_id}."""
+    return re.sub(r"{(\w+):\w+}", r"{\1}", route)
+
+
 def _parameters(path: str, spec: Operation) -> list[dict]:
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-              for name in re.findall(r"{(\w+)}", path)]
-    params += [{"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
-               for name, text in spec.query.items()]
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+        for name in re.findall(r"{(\w+)(?::\w+)?}", path)
+    ]
+    params += [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+        for name, text in spec.query.items()
+    ]
     if spec.idempotent_post:
-        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                       "description": "Repeat the request safely: same key and body return the first response; "
-                                      "another body with the same key is 409.",
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
-    params.append({"name": "X-Request-ID", "in": "header", "required": False,
-                   "description": "Your id for this request, echoed back (one is made if absent)",
-                   "schema": {"type": "string", "maxLength": 200}})
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Repeat the request safely: same key and body return the first response; "
+                "another body with the same key is 409.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
+    params.append(
+        {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "description": "Your id for this request, echoed back (one is made if absent)",
+            "schema": {"type": "string", "maxLength": 200},
+        }
+    )
     return params
 
 
 def _operation(path: str, method: str, resource: Any, spec: Operation) -> dict:
     responses: dict[str, Any] = {}
     if spec.response is not None:
-        responses[str(spec.status)] = {"description": "Success", "content": {
-            "application/json": {"schema": {"$ref": REF.format(model=spec.response.__name__)}}}}
+        responses[str(spec.status)] = {
+            "description": "Success",
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=spec.response.__name__)}}},
+        }
     else:
         responses[str(spec.status)] = {"description": "Success, no content"}
-    codes = set(spec.errors) | {400, 422, 429}
+    statuses = set(spec.errors) | COMMON_ERRORS
     if spec.auth != "none":
-        codes |= {401, 403}
-    for code in sorted(codes):
-        responses[str(code)] = {"description": ERROR_TEXT.get(code, "Error"), "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        statuses |= {401} | {check.status for check in AUTHENTICATED_CHECKS}  # 401: no or bad credentials
+    for status in sorted(statuses):
+        responses[str(status)] = {
+            "description": error_description(status),
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
     op: dict[str, Any] = {
         "operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
         "summary": spec.summary,
         "tags": [path.split("/")[2] if path.startswith("/v1/") else "ops"],
         "parameters": _parameters(path, spec),
         "responses": responses,
-        "security": {"none": [], "user": [{"bearer": []}], "admin": [{"bearer": []}],
-                     "any": [{"bearer": []}, {"apiKey": []}]}[spec.auth],
+        "security": {
+            "none": [],
+            "user": [{"bearer": []}],
+            "admin": [{"bearer": []}],
+            "any": [{"bearer": []}, {"apiKey": []}],
+        }[spec.auth],
     }
     if spec.scope:
         op["description"] = f"Needs the scope `{spec.scope}`."
     if spec.body is not None:
-        op["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": {"$ref": REF.format(model=spec.body.__name__)}}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=spec.body.__name__)}}},
+        }
     return op
 
 
@@ -116,14 +179,22 @@ def build(routes: list[tuple[str, Any]], version: str) -> dict:
                 item[method] = _operation(path, method, resource, spec)
             elif responder is not None and path in INFRASTRUCTURE:
                 summary, responses = INFRASTRUCTURE[path]
-                item[method] = {"operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
-                                "summary": summary, "tags": ["ops"], "security": [], "responses": responses}
-        paths[path] = item
+                item[method] = {
+                    "operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
+                    "summary": summary,
+                    "tags": ["ops"],
+                    "security": [],
+                    "responses": responses,
+                }
+        paths[openapi_path(path)] = item
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tenantry API", "version": version,
-                 "description": "Multi-tenant projects and tasks. Errors are RFC 9457 problem details; "
-                                "every response carries X-Request-ID and RateLimit headers."},
+        "info": {
+            "title": "tenantry API",
+            "version": version,
+            "description": "Multi-tenant projects and tasks. Errors are RFC 9457 problem details; "
+            "every response carries X-Request-ID and RateLimit headers.",
+        },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {

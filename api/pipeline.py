@@ -27,6 +27,7 @@ from api import encoding, security
 from api.errors import Problem, render
 from api.ratelimit import Limit, RateLimiter, limit_for_plan
 from api.spec import operation_of
+from db import errors as db_errors
 from db.context import Context, Database
 from db.settings import API_ROLE, PLATFORM_ADMIN_ROLE, Settings
 
@@ -40,13 +41,27 @@ MAX_REQUEST_ID = 200
 @dataclass
 class Principal:
     kind: str  # 'user', 'api_key' or 'anonymous'
-    tenant_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None  # set for users and keys; `tenant` says so to the type checker
     actor_id: uuid.UUID | None = None  # user id or key id
     session_id: uuid.UUID | None = None
     role: str | None = None
     scopes: list[str] = field(default_factory=list)
     is_platform_admin: bool = False
     requests_per_minute: int | None = None
+
+    @property
+    def actor(self) -> uuid.UUID:
+        """The user or key id of an authenticated caller."""
+        if self.actor_id is None:
+            raise LookupError("an anonymous caller has no id")
+        return self.actor_id
+
+    @property
+    def tenant(self) -> uuid.UUID:
+        """The tenant of an authenticated caller (anonymous callers have none)."""
+        if self.tenant_id is None:
+            raise LookupError("an anonymous caller has no tenant")
+        return self.tenant_id
 
 
 def _unauthorized(reason: str, detail: str) -> Problem:
@@ -70,11 +85,18 @@ class RequestIdAndMetrics:
         REQUESTS.labels(req.method, route, str(status)).inc()
         LATENCY.labels(req.method, route).observe(elapsed)
         principal: Principal | None = getattr(req.context, "principal", None)
-        log.info("request", extra={
-            "request_id": req.context.request_id, "method": req.method, "route": route, "status": status,
-            "ms": round(elapsed * 1000, 2), "tenant_id": str(principal.tenant_id) if principal and principal.tenant_id else None,
-            "actor": principal.kind if principal else None,
-        })
+        log.info(
+            "request",
+            extra={
+                "request_id": req.context.request_id,
+                "method": req.method,
+                "route": route,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "tenant_id": str(principal.tenant_id) if principal and principal.tenant_id else None,
+                "actor": principal.kind if principal else None,
+            },
+        )
 
 
 class Pipeline:
@@ -107,9 +129,13 @@ class Pipeline:
         self._rate_limit(req, principal)
         if req.get_header("Idempotency-Key") is not None:
             if not spec.idempotent_post or principal.kind == "anonymous":
-                raise Problem(422, "idempotency_not_supported",
-                              "This call does not take an Idempotency-Key (its answer holds a one-time secret, "
-                              "or it changes nothing).", field="Idempotency-Key")
+                raise Problem(
+                    422,
+                    "idempotency_not_supported",
+                    "This call does not take an Idempotency-Key (its answer holds a one-time secret, "
+                    "or it changes nothing).",
+                    field="Idempotency-Key",
+                )
             self._idempotency_begin(req, resp, principal)
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
@@ -122,9 +148,15 @@ class Pipeline:
         commit = req_succeeded and resp.status_code < 400
         try:
             if commit and getattr(req.context, "idempotency_key", None):
-                req.context.conn.execute("SELECT api.idempotency_finish(%s, %s, %s, %s)", (
-                    req.context.principal.tenant_id, req.context.idempotency_key, resp.status_code,
-                    Jsonb(resp.media, dumps=encoding.dumps)))
+                req.context.conn.execute(
+                    "SELECT api.idempotency_finish(%s, %s, %s, %s)",
+                    (
+                        req.context.principal.tenant_id,
+                        req.context.idempotency_key,
+                        resp.status_code,
+                        Jsonb(resp.media, dumps=encoding.dumps),
+                    ),
+                )
         except Exception:
             commit = False  # a response we cannot replay must not be committed either
             raise
@@ -145,9 +177,12 @@ class Pipeline:
         and the admin.* call share the one connection the request holds.
         """
         context = Context(
-            None if admin else principal.tenant_id, principal.actor_id,
+            None if admin else principal.tenant_id,
+            principal.actor_id,
             actor_type="platform_admin" if admin else ("user" if principal.kind == "user" else "api_key"),
-            request_id=req.context.request_id, role=PLATFORM_ADMIN_ROLE if admin else API_ROLE)
+            request_id=req.context.request_id,
+            role=PLATFORM_ADMIN_ROLE if admin else API_ROLE,
+        )
         transaction = self.db.transaction(context)
         req.context.conn = transaction.__enter__()
         req.context.transaction = transaction
@@ -182,7 +217,9 @@ class Pipeline:
                 if scheme.lower() != "bearer" or not token:
                     raise _unauthorized("invalid_token", "Use the header `Authorization: Bearer <token>`.")
                 claims = security.verify_access_token(self.jwt_key, token.strip())
-                return Principal("user", claims.tenant_id, claims.user_id, claims.session_id, claims.role, claims.scopes)
+                return Principal(
+                    "user", claims.tenant_id, claims.user_id, claims.session_id, claims.role, claims.scopes
+                )
             if api_key:
                 if auth in ("user", "admin"):
                     raise Problem(403, "user_token_required", "This call needs a user's access token, not an API key.")
@@ -194,63 +231,87 @@ class Pipeline:
     def _authenticate_key(self, req: falcon.Request, key: str) -> Principal:
         prefix = security.parse_api_key(key)
         with self.db.transaction(Context()) as conn:  # its own short transaction: usage is recorded
-            row = conn.execute(
+            row: dict[str, Any] = conn.execute(  # type: ignore[assignment]  # the API's pools make dict rows
                 "SELECT * FROM auth.authenticate_api_key(%s, %s, %s)",
-                (prefix, security.sha256(key), req.remote_addr or None)).fetchone()
+                (prefix, security.sha256(key), req.remote_addr or None),
+            ).fetchone()
         outcome = row["outcome"]
         if outcome != "ok":
-            detail = {"invalid": "The API key is not valid.", "revoked": "The API key was revoked.",
-                      "expired": "The API key has expired."}[outcome]
+            detail = {
+                "invalid": "The API key is not valid.",
+                "revoked": "The API key was revoked.",
+                "expired": "The API key has expired.",
+            }[outcome]
             raise _unauthorized({"invalid": "invalid_api_key"}.get(outcome, f"api_key_{outcome}"), detail)
-        return Principal("api_key", row["tenant_id"], row["key_id"], scopes=list(row["scopes"]),
-                         requests_per_minute=row["requests_per_minute"])
+        return Principal(
+            "api_key",
+            row["tenant_id"],
+            row["key_id"],
+            scopes=list(row["scopes"]),
+            requests_per_minute=row["requests_per_minute"],
+        )
 
     def _check_session(self, req: falcon.Request, principal: Principal) -> None:
         try:
             row = req.context.conn.execute(
                 "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)",
-                (principal.tenant_id, principal.session_id, principal.actor_id)).fetchone()
+                (principal.tenant_id, principal.session_id, principal.actor_id),
+            ).fetchone()
         except psycopg.Error as exc:
-            if exc.sqlstate == "TA005":
-                raise _unauthorized("session_revoked", "The session has ended; log in again.") from None
+            if exc.sqlstate == db_errors.SESSION_REVOKED.sqlstate:
+                raise _unauthorized(db_errors.SESSION_REVOKED.code, "The session has ended; log in again.") from None
             raise
         principal.role, principal.scopes = row["role"], list(row["scopes"] or [])
         principal.is_platform_admin = row["is_platform_admin"]
         principal.requests_per_minute = row["requests_per_minute"]
-        if getattr(req.context, "operation", None) and req.context.operation.auth == "admin" \
-                and not principal.is_platform_admin:
+        if (
+            getattr(req.context, "operation", None)
+            and req.context.operation.auth == "admin"
+            and not principal.is_platform_admin
+        ):
             raise Problem(403, "platform_admin_required", "Only a platform administrator may do this.")
 
     def _rate_limit(self, req: falcon.Request, principal: Principal) -> None:
         if self.limiter is None:
             return
+        limit: Limit | None
         if principal.kind == "anonymous":
             key, limit = f"ip:{req.remote_addr}", Limit.per_minute(self.settings.anonymous_requests_per_minute)
         else:
             key = f"{'user' if principal.kind == 'user' else 'key'}:{principal.actor_id}"
             limit = limit_for_plan(principal.requests_per_minute)
-            if limit is None:
-                return  # the plan has no request limit
+        if limit is None:
+            return  # the plan has no request limit
         decision = self.limiter.hit(key, limit)
         if decision.degraded:
             log.warning("rate limiter unavailable: request allowed", extra={"request_id": req.context.request_id})
         req.context.rate_headers = decision.headers()
         if not decision.allowed:
-            raise Problem(429, "rate_limited", "Too many requests; retry later.",
-                          headers={"Retry-After": str(decision.retry_after or 1)})
+            raise Problem(
+                429,
+                "rate_limited",
+                "Too many requests; retry later.",
+                headers={"Retry-After": str(decision.retry_after or 1)},
+            )
 
     def _idempotency_begin(self, req: falcon.Request, resp: falcon.Response, principal: Principal) -> None:
         key = req.get_header("Idempotency-Key")
         if not key or len(key) > 255:
-            raise Problem(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.",
-                          field="Idempotency-Key")
+            raise Problem(
+                422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", field="Idempotency-Key"
+            )
         digest = hashlib.sha256(req.method.encode() + b" " + req.path.encode() + b"\n" + req.context.raw_body).digest()
         row = req.context.conn.execute(
             "SELECT state, status, response FROM api.idempotency_begin(%s, %s, %s, %s, %s)",
-            (principal.tenant_id, key, digest, req.method, req.path)).fetchone()
+            (principal.tenant_id, key, digest, req.method, req.path),
+        ).fetchone()
         if row["state"] == "mismatch":
-            raise Problem(409, "idempotency_key_reused",
-                          "This Idempotency-Key was used for a different request.", field="Idempotency-Key")
+            raise Problem(
+                409,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request.",
+                field="Idempotency-Key",
+            )
         if row["state"] == "replay":
             resp.status = row["status"]
             resp.media = row["response"]

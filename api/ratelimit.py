@@ -76,7 +76,8 @@ def connect(url: str, *, timeout: float = 0.1) -> redis.Redis:
     """A client for the limiter: short timeouts and one immediate retry (which replaces
     a pooled connection that went stale, e.g. after Redis restarted), no backoff."""
     return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1))
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+    )
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,17 @@ class RateLimiter:
             raise ValueError(f"cost must be >= 0 (a negative cost would add tokens): {cost}")
         try:
             allowed, remaining, full_ms, wait_ms = self._script(
-                keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost])
+                keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost]
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if not self.fail_open:
                 raise RateLimiterUnavailable(str(exc)) from exc
             DEGRADED.inc()
             return Decision(True, limit.capacity, limit.capacity, 0, None, degraded=True)
         return Decision(
-            allowed=bool(allowed), limit=limit.capacity, remaining=int(remaining),
+            allowed=bool(allowed),
+            limit=limit.capacity,
+            remaining=int(remaining),
             reset_seconds=math.ceil(int(full_ms) / 1000),
-            retry_after=max(1, math.ceil(int(wait_ms) / 1000)) if not allowed else None)
+            retry_after=max(1, math.ceil(int(wait_ms) / 1000)) if not allowed else None,
+        )

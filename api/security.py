@@ -139,12 +139,27 @@ class AccessClaims:
     expires_at: int
 
 
-def issue_access_token(key: str, *, user_id: uuid.UUID, tenant_id: uuid.UUID, session_id: uuid.UUID,
-                       role: str, scopes: list[str], is_platform_admin: bool, ttl_seconds: int) -> tuple[str, int]:
+def issue_access_token(
+    key: str,
+    *,
+    user_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    session_id: uuid.UUID,
+    role: str,
+    scopes: list[str],
+    is_platform_admin: bool,
+    ttl_seconds: int,
+) -> tuple[str, int]:
     now = int(time.time())
     claims = {
-        "sub": str(user_id), "tid": str(tenant_id), "sid": str(session_id), "role": role,
-        "scopes": scopes, "adm": is_platform_admin, "iat": now, "exp": now + ttl_seconds,
+        "sub": str(user_id),
+        "tid": str(tenant_id),
+        "sid": str(session_id),
+        "role": role,
+        "scopes": scopes,
+        "adm": is_platform_admin,
+        "iat": now,
+        "exp": now + ttl_seconds,
         "jti": str(uuid.uuid4()),
     }
     return jwt.encode(claims, key, algorithm=JWT_ALGORITHM), now + ttl_seconds
@@ -152,10 +167,17 @@ def issue_access_token(key: str, *, user_id: uuid.UUID, tenant_id: uuid.UUID, se
 
 def verify_access_token(key: str, token: str) -> AccessClaims:
     try:
-        claims = jwt.decode(token, key, algorithms=[JWT_ALGORITHM],
-                            options={"require": ["sub", "tid", "sid", "exp", "iat", "jti"]})
-        return AccessClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["tid"]), uuid.UUID(claims["sid"]),
-                            str(claims.get("role", "")), list(claims.get("scopes", [])), int(claims["exp"]))
+        claims = jwt.decode(
+            token, key, algorithms=[JWT_ALGORITHM], options={"require": ["sub", "tid", "sid", "exp", "iat", "jti"]}
+        )
+        return AccessClaims(
+            uuid.UUID(claims["sub"]),
+            uuid.UUID(claims["tid"]),
+            uuid.UUID(claims["sid"]),
+            str(claims.get("role", "")),
+            list(claims.get("scopes", [])),
+            int(claims["exp"]),
+        )
     except jwt.ExpiredSignatureError:
         raise TokenError("token_expired", "The access token has expired; refresh it.") from None
     except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):

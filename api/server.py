@@ -32,19 +32,33 @@ class _Server(BaseApplication):
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
-    _Server(settings, {
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
-        "accesslog": None,  # the app logs one JSON line per request itself
-        "graceful_timeout": 10,
-        "preload_app": False,
-    }).run()
+    _Server(
+        settings,
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "accesslog": None,  # the app logs one JSON line per request itself
+            "graceful_timeout": 10,
+            "preload_app": False,
+            # no gunicornc control socket: it would be written outside the project (~/.gunicorn/),
+            # and workers are managed by the process supervisor, not at run time
+            "control_socket_disable": True,
+        },
+    ).run()
 
 
-def spawn(env: dict[str, str], port: int, log_path, *, workers: int = 1, threads: int = 8,
-          ready_path: str = "/health", timeout: float = 30.0):
+def spawn(
+    env: dict[str, str],
+    port: int,
+    log_path,
+    *,
+    workers: int = 1,
+    threads: int = 8,
+    ready_path: str = "/health",
+    timeout: float = 30.0,
+):
     """Start `tenantry serve` in a subprocess on 127.0.0.1:`port` and wait until it answers.
 
     For the demo and the tests, which drive the API as a client would. Returns the
@@ -57,11 +71,24 @@ def spawn(env: dict[str, str], port: int, log_path, *, workers: int = 1, threads
 
     import httpx
 
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tenantry", "serve", "--port", str(port), "--workers", str(workers),
-         "--threads", str(threads)],
-        env=os.environ | env, stdout=log, stderr=log)
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tenantry",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
+            env=os.environ | env,
+            stdout=log,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:

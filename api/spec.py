@@ -22,6 +22,11 @@ class Operation:
     summary: str
     auth: Auth = "any"
     scope: str | None = None  # documented; enforced by the SQL function
+    #: the SQL function(s) the call reaches; the first is what `call(req, ...)` calls by default
+    function: str | tuple[str, ...] | None = None
+    #: body fields that reach the function under another name (None: used by the API itself,
+    #: e.g. a password checked against its hash); every other body field is an argument
+    renamed: dict[str, str | None] = field(default_factory=dict)
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
@@ -40,6 +45,12 @@ def operation(**kwargs: Any) -> Callable[[F], F]:
         return responder
 
     return mark
+
+
+def functions_of(spec: Operation) -> tuple[str, ...]:
+    if spec.function is None:
+        return ()
+    return (spec.function,) if isinstance(spec.function, str) else spec.function
 
 
 def operation_of(responder: Any) -> Operation | None:

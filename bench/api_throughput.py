@@ -50,7 +50,6 @@ import random
 import secrets
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,20 +71,19 @@ from api import security
 from db import PROJECT_ROOT, migrate
 from db.context import Context, Database, transaction
 from db.dsn import redacted
-from db.local.services import ensure_database
+from db.local.postgres import free_port
 from db.local.redis import LocalRedis
+from db.local.services import ensure_database
 from db.settings import API_ROLE, Settings, get_settings
 
 REPRODUCE = "python bench/api_throughput.py"
 PLAN = "enterprise"
-PLAN_REQUESTS_PER_MINUTE = 6000  # the enterprise plan's api_requests_per_minute (900_seed_plans.sql)
+PLAN_REQUESTS_PER_MINUTE = 6000  # the enterprise plan's api_requests_per_minute (sql/repeatable/900_seeds.sql)
 
 # The statements the resources run (api/resources/work.py), and the pipeline's session check.
 GET_SQL = "SELECT * FROM api.get_project(%s, %s)"
 POST_SQL = "SELECT * FROM api.create_project(%s, %s, %s)"
-CHECK_SESSION_SQL = (
-    "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)"
-)
+CHECK_SESSION_SQL = "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)"
 RATE_LIMIT_KEY = "tenantry:rl:user:{}"  # api/ratelimit.py prefix + the pipeline's key for a user
 
 
@@ -118,12 +116,6 @@ class Account:
 # ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def own_redis(home: Path) -> Iterator[LocalRedis]:
     server = LocalRedis(home, free_port())
@@ -139,7 +131,7 @@ def own_redis(home: Path) -> Iterator[LocalRedis]:
         # if it did not go with SHUTDOWN, end it by its pid - only if that is still our server
         with contextlib.suppress(OSError):
             command = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
-            if b"redis-server" in command and f":{server.port}".encode() in command:
+            if pid and b"redis-server" in command and f":{server.port}".encode() in command:
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -172,9 +164,7 @@ class ApiServer:
 
 
 @contextlib.contextmanager
-def api_server(
-    owner_url: str, redis_url: str, state_dir: Path, jwt_secret: str, config: Config
-) -> Iterator[ApiServer]:
+def api_server(owner_url: str, redis_url: str, state_dir: Path, jwt_secret: str, config: Config) -> Iterator[ApiServer]:
     """`tenantry serve` (gunicorn, real HTTP) in a subprocess, on a free port."""
     port = free_port()
     environment = os.environ | {
@@ -187,19 +177,39 @@ def api_server(
         "TENANTRY_POOL_MAX_SIZE": str(max(config.threads, 1)),  # a connection for every thread
     }
     log = state_dir / "api.log"
-    command = [sys.executable, "-m", "tenantry", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(config.workers), "--threads", str(config.threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "tenantry",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(config.workers),
+        "--threads",
+        str(config.threads),
+    ]
     with open(log, "w") as log_file:
         # a session of its own: Ctrl-C reaches only us, and we stop it in order
-        process = subprocess.Popen(command, env=environment, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=log_file, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=environment,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200 \
-                        and len(process_children(process.pid)) >= config.workers:
+                if (
+                    httpx.get(f"{url}/health", timeout=1).status_code == 200
+                    and len(process_children(process.pid)) >= config.workers
+                ):
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"the API did not start: see {log}")
@@ -223,21 +233,30 @@ def api_server(
 def sign_up(api_url: str, jwt_secret: str, run_tag: str) -> Account:
     """A new tenant on the enterprise plan, its owner signed up (and logged in) over HTTP."""
     password = "bench-password-" + run_tag
-    resp = httpx.post(f"{api_url}/v1/signup", timeout=30, json={
-        "email": f"bench-{run_tag}@tenantry.test", "name": "Benchmark owner", "password": password,
-        "tenant_slug": f"bench-{run_tag}", "tenant_name": f"Benchmark {run_tag}", "plan": PLAN})
+    resp = httpx.post(
+        f"{api_url}/v1/signup",
+        timeout=30,
+        json={
+            "email": f"bench-{run_tag}@tenantry.test",
+            "name": "Benchmark owner",
+            "password": password,
+            "tenant_slug": f"bench-{run_tag}",
+            "tenant_name": f"Benchmark {run_tag}",
+            "plan": PLAN,
+        },
+    )
     if resp.status_code != 201:
         sys.exit(f"sign-up failed ({resp.status_code}): {resp.text}")
     body = resp.json()
     claims = security.verify_access_token(jwt_secret, body["access_token"])
-    return Account(uuid.UUID(body["tenant_id"]), uuid.UUID(body["user_id"]), claims.session_id,
-                   body["access_token"])
+    return Account(uuid.UUID(body["tenant_id"]), uuid.UUID(body["user_id"]), claims.session_id, body["access_token"])
 
 
 def direct_transaction(pool: ConnectionPool, account: Account):
     """The transaction the API opens for a request of this user (a fresh request id each)."""
-    return transaction(pool, Context(account.tenant_id, actor_id=account.user_id, actor_type="user",
-                              request_id=uuid.uuid4().hex))
+    return transaction(
+        pool, Context(account.tenant_id, actor_id=account.user_id, actor_type="user", request_id=uuid.uuid4().hex)
+    )
 
 
 def create_projects(
@@ -246,8 +265,12 @@ def create_projects(
     """The projects the GETs read (through the same api.create_project)."""
     with direct_transaction(pool, account) as conn:
         cur = conn.cursor(row_factory=dict_row)
-        ids = [cur.execute(POST_SQL, (account.tenant_id, f"{run_tag} target {n}", "benchmark project")).fetchone()
-               ["project_id"] for n in range(count)]
+        ids = [
+            cur.execute(POST_SQL, (account.tenant_id, f"{run_tag} target {n}", "benchmark project")).fetchone()[
+                "project_id"
+            ]
+            for n in range(count)
+        ]
     with psycopg.connect(owner_url, autocommit=True) as conn:
         conn.execute("ANALYZE core.projects")
     return ids
@@ -258,22 +281,21 @@ def count_projects(pool: ConnectionPool, account: Account) -> int:
         return conn.execute("SELECT count(*) FROM core.projects WHERE deleted_at IS NULL").fetchone()[0]
 
 
-def check_sides(
-    api: ApiServer, pool: ConnectionPool, account: Account, project_id: uuid.UUID, config: Config
-) -> str:
+def check_sides(api: ApiServer, pool: ConnectionPool, account: Account, project_id: uuid.UUID, config: Config) -> str:
     """Refuse to measure unless both sides do the same thing. Returns the plan's limit line."""
     with direct_transaction(pool, account) as conn:
         user, rls = conn.execute("SELECT current_user, row_security_active('core.projects')").fetchone()
         row = conn.cursor(row_factory=dict_row).execute(GET_SQL, (account.tenant_id, project_id)).fetchone()
-        session = conn.execute(
-            CHECK_SESSION_SQL, (account.tenant_id, account.session_id, account.user_id)).fetchone()
+        session = conn.execute(CHECK_SESSION_SQL, (account.tenant_id, account.session_id, account.user_id)).fetchone()
     if user != API_ROLE or not rls:
         sys.exit(f"direct side: connected as {user} (RLS active: {rls}), not {API_ROLE} under RLS; not measuring")
     if session[3] != PLAN_REQUESTS_PER_MINUTE:
-        sys.exit(f"the tenant's plan allows {session[3]} requests/min, expected {PLAN_REQUESTS_PER_MINUTE}; "
-                 "not measuring")
-    resp = httpx.get(f"{api.url}/v1/projects/{project_id}", timeout=30,
-                     headers={"Authorization": f"Bearer {account.access_token}"})
+        sys.exit(
+            f"the tenant's plan allows {session[3]} requests/min, expected {PLAN_REQUESTS_PER_MINUTE}; not measuring"
+        )
+    resp = httpx.get(
+        f"{api.url}/v1/projects/{project_id}", timeout=30, headers={"Authorization": f"Bearer {account.access_token}"}
+    )
     if resp.status_code != 200:
         sys.exit(f"API side: GET /v1/projects/{{id}} answered {resp.status_code}: {resp.text}; not measuring")
     body = resp.json()
@@ -281,8 +303,7 @@ def check_sides(
     if {k: str(body[k]) for k in same} != same:
         sys.exit(f"API and direct call disagree about the project: {body} vs {row}; not measuring")
     if resp.headers.get("RateLimit-Limit") != str(PLAN_REQUESTS_PER_MINUTE):
-        sys.exit("API side: no RateLimit headers, so the Redis rate limit did not run "
-                 f"(see {api.log}); not measuring")
+        sys.exit(f"API side: no RateLimit headers, so the Redis rate limit did not run (see {api.log}); not measuring")
     if len(api.workers) != config.workers:
         sys.exit(f"the API runs {len(api.workers)} workers, not {config.workers}; not measuring")
     return f"{PLAN} plan, {PLAN_REQUESTS_PER_MINUTE} requests/min per user"
@@ -334,8 +355,7 @@ class Crew:
     def __init__(self, size: int, api: ApiServer, account: Account) -> None:
         self.size = size
         self.clients = [
-            httpx.Client(base_url=api.url, timeout=30,
-                         headers={"Authorization": f"Bearer {account.access_token}"})
+            httpx.Client(base_url=api.url, timeout=30, headers={"Authorization": f"Bearer {account.access_token}"})
             for _ in range(size)
         ]
         self.seconds = 0.0
@@ -345,8 +365,9 @@ class Crew:
         self.ready = threading.Barrier(size + 1)
         self.start = threading.Barrier(size + 1, action=self._set_deadline)
         self.done = threading.Barrier(size + 1)
-        self.threads = [threading.Thread(target=self._work, args=(n,), daemon=True, name=f"client-{n}")
-                        for n in range(size)]
+        self.threads = [
+            threading.Thread(target=self._work, args=(n,), daemon=True, name=f"client-{n}") for n in range(size)
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -365,7 +386,7 @@ class Crew:
                     job, ping = self.make_job(n, client)
                     if ping:
                         client.get("/health")
-                except Exception as exc:  # noqa: BLE001 - reported by the main thread
+                except Exception as exc:
                     result.error = f"{type(exc).__name__}: {exc}"
                 self.start.wait()
                 if job is not None and result.error is None:
@@ -380,7 +401,7 @@ class Crew:
                             ended = clock()
                             latencies.append(ended - now)
                             now = ended
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         result.error = f"{type(exc).__name__}: {exc}"
                     result.requests = serial
                     result.ended = now
@@ -388,8 +409,9 @@ class Crew:
         except threading.BrokenBarrierError:
             return  # the crew is closing
 
-    def run(self, make_job: Callable[[int, httpx.Client], tuple[Job, bool]], seconds: float,
-            server_pids: Sequence[int]) -> Block:
+    def run(
+        self, make_job: Callable[[int, httpx.Client], tuple[Job, bool]], seconds: float, server_pids: Sequence[int]
+    ) -> Block:
         self.make_job = make_job
         self.seconds = seconds
         self.results = [ThreadResult() for _ in range(self.size)]
@@ -434,8 +456,16 @@ KINDS = [
 SIDES = ("API", "direct")
 
 
-def job_factory(kind: str, side: str, round_no: int, targets: Sequence[uuid.UUID], pool: ConnectionPool,
-                account: Account, config: Config, run_tag: str):
+def job_factory(
+    kind: str,
+    side: str,
+    round_no: int,
+    targets: Sequence[uuid.UUID],
+    pool: ConnectionPool,
+    account: Account,
+    config: Config,
+    run_tag: str,
+):
     """What each thread runs in one block: (job, refresh the HTTP connection first)."""
     tenant_id = account.tenant_id
     expected_limit = str(PLAN_REQUESTS_PER_MINUTE)
@@ -448,24 +478,30 @@ def job_factory(kind: str, side: str, round_no: int, targets: Sequence[uuid.UUID
 
         def api_response(resp: httpx.Response, status: int) -> dict:
             if resp.status_code != status:
-                raise BenchError(f"{resp.request.method} {resp.request.url.path} answered {resp.status_code}: "
-                                 f"{resp.text[:300]}")
+                raise BenchError(
+                    f"{resp.request.method} {resp.request.url.path} answered {resp.status_code}: {resp.text[:300]}"
+                )
             if resp.headers.get("RateLimit-Limit") != expected_limit:
                 raise BenchError("a response without RateLimit headers: the Redis rate limit did not run")
             return resp.json()
 
         if side == "API" and kind == "GET":
+
             def job(serial: int) -> None:
                 project_id = str(choose(targets))
                 if api_response(client.get(f"/v1/projects/{project_id}"), 200)["project_id"] != project_id:
                     raise BenchError("GET returned another project")
         elif side == "API":
+
             def job(serial: int) -> None:
                 name = f"{name_prefix}{serial}"
-                if api_response(client.post("/v1/projects", json={"name": name, "description": ""}),
-                                201)["name"] != name:
+                if (
+                    api_response(client.post("/v1/projects", json={"name": name, "description": ""}), 201)["name"]
+                    != name
+                ):
                     raise BenchError("POST returned another project")
         elif kind == "GET":
+
             def job(serial: int) -> None:
                 project_id = choose(targets)
                 with direct_transaction(pool, account) as conn:
@@ -475,6 +511,7 @@ def job_factory(kind: str, side: str, round_no: int, targets: Sequence[uuid.UUID
                 if row is None or row["project_id"] != project_id:
                     raise BenchError("api.get_project returned another project")
         else:
+
             def job(serial: int) -> None:
                 name = f"{name_prefix}{serial}"
                 with direct_transaction(pool, account) as conn:
@@ -492,8 +529,16 @@ def job_factory(kind: str, side: str, round_no: int, targets: Sequence[uuid.UUID
 Results = dict[tuple[str, str], list[Block]]  # (kind, side) -> blocks in round order
 
 
-def measure(crew: Crew, api: ApiServer, redis_client: redis.Redis, pool: ConnectionPool, account: Account,
-            targets: Sequence[uuid.UUID], config: Config, run_tag: str) -> tuple[Results, int]:
+def measure(
+    crew: Crew,
+    api: ApiServer,
+    redis_client: redis.Redis,
+    pool: ConnectionPool,
+    account: Account,
+    targets: Sequence[uuid.UUID],
+    config: Config,
+    run_tag: str,
+) -> tuple[Results, int]:
     """One warm-up round, then `rounds` measured rounds; returns the blocks and the POSTs made."""
     results: Results = {}
     posted = 0
@@ -531,11 +576,15 @@ def report(results: Results, rounds: int) -> float:
 
     def summed(side: str) -> list[float]:
         """Per round, the kinds' us/req summed (each kind weighted equally)."""
-        return [sum(blocks) for blocks in zip(*([b.per_request for b in results[(k.name, side)]] for k in KINDS),
-                                              strict=True)]
+        return [
+            sum(blocks)
+            for blocks in zip(*([b.per_request for b in results[(k.name, side)]] for k in KINDS), strict=True)
+        ]
 
-    header = (f"{'kind':<5} {'side':<7} {'req/s':>7} {'us/req':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'bench cpu us/req':>16} {'API cpu us/req':>14} {'ratio':>6}")
+    header = (
+        f"{'kind':<5} {'side':<7} {'req/s':>7} {'us/req':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'bench cpu us/req':>16} {'API cpu us/req':>14} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for kind in KINDS:
@@ -555,8 +604,10 @@ def report(results: Results, rounds: int) -> float:
     per_round = [a / d for a, d in zip(api_all, direct_all, strict=True)]
     ratio = med(per_round)
     for side, sums in (("API", api_all), ("direct", direct_all)):
-        print(f"{'all':<5} {side:<7} {len(KINDS) / med(sums):>7.0f} {med(sums) / len(KINDS) * 1e6:>8.1f} "
-              f"{'':>7} {'':>7} {'':>16} {'':>14} " + (f"{ratio:>6.3f}" if side == "API" else ""))
+        print(
+            f"{'all':<5} {side:<7} {len(KINDS) / med(sums):>7.0f} {med(sums) / len(KINDS) * 1e6:>8.1f} "
+            f"{'':>7} {'':>7} {'':>16} {'':>14} " + (f"{ratio:>6.3f}" if side == "API" else "")
+        )
     ordered = sorted(per_round)
     quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else ordered * 3
     print(
@@ -564,8 +615,10 @@ def report(results: Results, rounds: int) -> float:
         f"quartiles {quartiles[0]:.3f} / {quartiles[1]:.3f} / {quartiles[2]:.3f}, max {ordered[-1]:.3f}"
     )
     requests = {side: sum(b.requests for k in KINDS for b in results[(k.name, side)]) for side in SIDES}
-    print(f"requests measured: API {requests['API']}, direct {requests['direct']} "
-          f"(+ the warm-up round); figures are medians over {rounds} rounds")
+    print(
+        f"requests measured: API {requests['API']}, direct {requests['direct']} "
+        f"(+ the warm-up round); figures are medians over {rounds} rounds"
+    )
     return ratio
 
 
@@ -578,16 +631,20 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small, fast run (smoke test; noisy figures)")
     parser.add_argument("--concurrency", type=int, help="client threads on each side (default 8; quick 4)")
-    parser.add_argument("--seconds", type=float,
-                        help="length of one block: one side, one kind (default 1.25; quick 0.4)")
+    parser.add_argument(
+        "--seconds", type=float, help="length of one block: one side, one kind (default 1.25; quick 0.4)"
+    )
     parser.add_argument("--rounds", type=int, help="measured rounds, after one warm-up (default 12; quick 3)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="API worker processes (default 2, as `tenantry serve`)")
-    parser.add_argument("--threads", type=int, default=8,
-                        help="threads per API worker (default 8, as `tenantry serve`)")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes (default 2, as `tenantry serve`)")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="threads per API worker (default 8, as `tenantry serve`)"
+    )
     parser.add_argument("--projects", type=int, help="projects the GETs pick from (default 200; quick 50)")
-    parser.add_argument("--direct-session-check", action="store_true",
-                        help="the direct side also runs auth.check_session (the ratio then leaves it out)")
+    parser.add_argument(
+        "--direct-session-check",
+        action="store_true",
+        help="the direct side also runs auth.check_session (the ratio then leaves it out)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the GET targets (default 1)")
     args = parser.parse_args(argv)
     defaults = (4, 0.4, 3, 50) if args.quick else (8, 1.25, 12, 200)
@@ -633,8 +690,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     owner_url = ensure_database(settings)
     migrate.migrate(owner_url, settings=settings)
     print(f"database: {redacted(owner_url)} - {describe_server(owner_url)}")
-    direct_settings = settings.model_copy(update={
-        "database_url": owner_url, "pool_min_size": config.concurrency, "pool_max_size": config.concurrency})
+    direct_settings = settings.model_copy(
+        update={"database_url": owner_url, "pool_min_size": config.concurrency, "pool_max_size": config.concurrency}
+    )
 
     with contextlib.ExitStack() as stack:
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tenantry-bench-")))
@@ -650,24 +708,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         plan = check_sides(api, pool, account, targets[0], config)
         before = count_projects(pool, account)
         cpus = len(os.sched_getaffinity(0))
-        print(f"setup: tenant bench-{run_tag} ({plan}) signed up over HTTP, {config.projects} projects to GET; "
-              f"migrate, Redis, API server and data in {time.perf_counter() - setup_start:.1f} s")
-        print(f"API server: tenantry serve, gunicorn gthread, workers x threads = {config.workers} x {config.threads} "
-              f"(api pool up to {config.threads} connections per worker), on {api.url} with its own "
-              f"redis-server on {local_redis.url()}")
-        print(f"machine: {cpus} cores, shared by the client threads (this process), the API workers, Redis "
-              f"and PostgreSQL; load average at start {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"concurrency: {config.concurrency} client threads per side - API: each its own keep-alive "
-              f"httpx.Client; direct: a pool of {config.concurrency} {API_ROLE} connections")
-        print("direct side: " + (
-            "BEGIN; SET LOCAL app.*; auth.check_session; the api.* function; COMMIT - "
-            "the ratio leaves out the session check too" if config.direct_session_check else
-            "BEGIN; SET LOCAL app.*; the api.* function; COMMIT - exactly the function call, "
-            "in the API's transaction shape; no session check (it is part of what the API adds)"))
-        print("the API adds: HTTP parsing and writing (gunicorn, Falcon), JWT verification, "
-              + ("" if config.direct_session_check else "auth.check_session, ")
-              + "the Redis rate limit (EVALSHA), JSON and pydantic for the body, JSON for the response, "
-              "request id, a JSON log line, metrics; and httpx on the client side")
+        print(
+            f"setup: tenant bench-{run_tag} ({plan}) signed up over HTTP, {config.projects} projects to GET; "
+            f"migrate, Redis, API server and data in {time.perf_counter() - setup_start:.1f} s"
+        )
+        print(
+            f"API server: tenantry serve, gunicorn gthread, workers x threads = {config.workers} x {config.threads} "
+            f"(api pool up to {config.threads} connections per worker), on {api.url} with its own "
+            f"redis-server on {local_redis.url()}"
+        )
+        print(
+            f"machine: {cpus} cores, shared by the client threads (this process), the API workers, Redis "
+            f"and PostgreSQL; load average at start {' / '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
+        print(
+            f"concurrency: {config.concurrency} client threads per side - API: each its own keep-alive "
+            f"httpx.Client; direct: a pool of {config.concurrency} {API_ROLE} connections"
+        )
+        print(
+            "direct side: "
+            + (
+                "BEGIN; SET LOCAL app.*; auth.check_session; the api.* function; COMMIT - "
+                "the ratio leaves out the session check too"
+                if config.direct_session_check
+                else "BEGIN; SET LOCAL app.*; the api.* function; COMMIT - exactly the function call, "
+                "in the API's transaction shape; no session check (it is part of what the API adds)"
+            )
+        )
+        print(
+            "the API adds: HTTP parsing and writing (gunicorn, Falcon), JWT verification, "
+            + ("" if config.direct_session_check else "auth.check_session, ")
+            + "the Redis rate limit (EVALSHA), JSON and pydantic for the body, JSON for the response, "
+            "request id, a JSON log line, metrics; and httpx on the client side"
+        )
         for kind in KINDS:
             print(f"  {kind.name:<5} {kind.label}")
         print(
@@ -682,8 +755,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         stack.callback(crew.close)
         measure_start = time.perf_counter()
         results, posted = measure(crew, api, redis_client, pool, account, targets, config, run_tag)
-        print(f"measured in {time.perf_counter() - measure_start:.1f} s; load average at end "
-              f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"measured in {time.perf_counter() - measure_start:.1f} s; load average at end "
+            f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
 
         after = count_projects(pool, account)
         if after - before != posted:

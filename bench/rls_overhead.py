@@ -342,8 +342,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def _owner_pool(owner_url: str, settings: Settings) -> ConnectionPool:
     """The baseline's pool: the owner, to whom RLS does not apply (not an app role)."""
-    pool = ConnectionPool(owner_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-                          name="bench-baseline", open=False)
+    pool = ConnectionPool(
+        owner_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, name="bench-baseline", open=False
+    )
     pool.open(wait=True, timeout=30)
     return pool
 
@@ -361,8 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     targets: list[Target] = [(t, p) for t, projects in data for p in projects]
     print(f"server: {redacted(owner_url)} - {describe_server(owner_url)}")
     print(
-        f"setup: {config.tenants} new tenants x {config.projects} projects in "
-        f"{time.perf_counter() - setup_start:.1f} s"
+        f"setup: {config.tenants} new tenants x {config.projects} projects in {time.perf_counter() - setup_start:.1f} s"
     )
 
     kinds = kinds_for(config.projects)

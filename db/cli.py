@@ -14,10 +14,11 @@ from db.local.cli import dev_cluster_app
 from db.platform import grant_platform_admin
 from db.settings import get_settings
 
-db_app = typer.Typer(help="The database: embedded server, migrations, lint.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations, status, lint.", no_args_is_help=True)
 citus_app = typer.Typer(help="Citus operations.", no_args_is_help=True)
 citus_app.add_typer(dev_cluster_app, name="dev-cluster")
 platform_admin_app = typer.Typer(help="Platform administrators (operators who manage tenants).", no_args_is_help=True)
+
 
 def _owner_url() -> str:
     return services.ensure_database(get_settings())

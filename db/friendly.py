@@ -12,7 +12,7 @@ import psycopg
 import sqlalchemy.exc
 import typer
 
-from db import migrate
+from db import errors, migrate
 from db.local.citus_cluster import ClusterError
 from db.local.postgres import ServerError
 from db.local.redis import RedisServerError
@@ -29,9 +29,10 @@ def friendly(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except sqlalchemy.exc.DBAPIError as exc:  # Alembic's connection wraps driver errors
-                raise exc.orig from None
-        except (ServerError, RedisServerError, migrate.MigrationError, ClusterError,
-                LookupError) as exc:
+                if isinstance(exc.orig, BaseException):
+                    raise exc.orig from None
+                raise
+        except (ServerError, RedisServerError, migrate.MigrationError, ClusterError, LookupError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:
             if exc.sqlstate:  # the server answered (a deadlock, a cancelled statement, ...)
@@ -39,8 +40,8 @@ def friendly(func: F) -> F:
             else:
                 typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
                 typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
-        except psycopg.Error as exc:
-            typer.secho(f"error: {exc.sqlstate}: {str(exc).strip()}", fg="red", err=True)
+        except psycopg.Error as exc:  # named from the registry: "error: TN001 tenant_suspended: ..."
+            typer.secho(f"error: {errors.label(exc.sqlstate)}: {str(exc).strip()}", fg="red", err=True)
         raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from db.sqlscript import scalar
+
 #: Schemas that hold the project's objects (tables live in core; the others hold code).
 PROJECT_SCHEMAS = ("core", "api", "auth", "ops", "admin", "analytics", "audit", "usage", "billing")
 #: The table every tenant table is colocated with on Citus.
@@ -88,19 +90,27 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
     """Every rule violation in `schemas`, sorted; empty when the schema is sound."""
     problems: list[Problem] = []
     with psycopg.connect(url) as conn:
-        citus = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()[0]
+        citus = scalar(conn, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
         placement = {}
         if citus:
             placement = {row[0]: row[1:] for row in conn.execute(_CITUS_TABLES)}
         anchor = placement.get(COLOCATION_ANCHOR)
-        if COLOCATION_ANCHOR.split(".")[0] in schemas and not conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (COLOCATION_ANCHOR,)
-        ).fetchone()[0]:
+        if COLOCATION_ANCHOR.split(".")[0] in schemas and not scalar(
+            conn, "SELECT to_regclass(%s) IS NOT NULL", (COLOCATION_ANCHOR,)
+        ):
             problems.append(Problem(COLOCATION_ANCHOR, "missing: run `tenantry db migrate` first"))
 
-        for oid, name, has_tenant_id, is_reference, rls, force, policies, tenant_policies, public_policies in (
-            conn.execute(_TABLES, (list(schemas),))
-        ):
+        for (
+            oid,
+            name,
+            has_tenant_id,
+            is_reference,
+            rls,
+            force,
+            policies,
+            tenant_policies,
+            public_policies,
+        ) in conn.execute(_TABLES, (list(schemas),)):
             if has_tenant_id:
                 # tenant data, including global lookups that carry tenant ids: RLS on
                 if not rls:
@@ -115,7 +125,7 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
                     problems.append(Problem(name, "a policy applies TO PUBLIC; scope policies to a role"))
 
             if has_tenant_id and not is_reference:
-                if not conn.execute(_HAS_PK, (oid,)).fetchone()[0]:
+                if not scalar(conn, _HAS_PK, (oid,)):
                     problems.append(Problem(name, "has no primary key (it must include tenant_id)"))
                 for conname, kind, definition in conn.execute(_KEYS_WITHOUT_TENANT, {"rel": oid}):
                     what = {"p": "primary key", "u": "unique constraint", "f": "foreign key", "i": "unique index"}[kind]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from alembic import command
@@ -24,8 +25,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, make_url
 
 from db import PROJECT_ROOT
-from db.sqlscript import execute_script
-from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, WORKER_ROLE, Settings
+from db.settings import ANALYST_ROLE, API_ROLE, PLATFORM_ADMIN_ROLE, WORKER_ROLE, Settings
+from db.sqlscript import execute_script, scalar
 
 REPEATABLE_DIRS = (
     PROJECT_ROOT / "sql" / "repeatable",
@@ -55,8 +56,15 @@ def _connect(url: str) -> Iterator[Connection]:
         engine.dispose()
 
 
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under SQLAlchemy's (SQL files go to it unparsed)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
 def _apply_repeatables(conn: Connection, settings: Settings | None) -> None:
-    raw: psycopg.Connection = conn.connection.driver_connection
+    raw = _driver(conn)
     for file in repeatable_files():
         try:
             execute_script(raw, file.read_text())
@@ -76,20 +84,18 @@ class MigrationError(RuntimeError):
 def migrate(url: str, target: str = "head", settings: Settings | None = None) -> None:
     """Upgrade to `target` and re-apply every repeatable file, in one transaction."""
     cfg = alembic_config()
-    with _connect(url) as conn:
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, target)
-            _apply_repeatables(conn, settings)
+    with _connect(url) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, target)
+        _apply_repeatables(conn, settings)
 
 
 def downgrade(url: str, target: str = "-1") -> None:
     """Run the down files of the revisions above `target` ('base': remove everything)."""
     cfg = alembic_config()
-    with _connect(url) as conn:
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, target)
+    with _connect(url) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, target)
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,10 @@ def status(url: str) -> Status:
     assert head is not None
     with _connect(url) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
-        raw: psycopg.Connection = conn.connection.driver_connection
+        raw = _driver(conn)
         row = raw.execute("SELECT extversion FROM pg_extension WHERE extname = 'citus'").fetchone()
         citus_version = row[0] if row else None
         workers = 0
         if citus_version:
-            workers = raw.execute(
-                "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0"
-            ).fetchone()[0]
+            workers = scalar(raw, "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0")
     return Status(current=current, head=head, citus_version=citus_version, worker_nodes=workers)

@@ -15,7 +15,9 @@ class UnknownUser(LookupError):
 
 def grant_platform_admin(owner_url: str, email: str, *, grant: bool = True) -> None:
     with psycopg.connect(owner_url) as conn:
-        found = conn.execute("UPDATE core.users SET is_platform_admin = %s WHERE lower(email) = lower(%s)"
-                             " RETURNING user_id", (grant, email)).fetchone()
+        found = conn.execute(
+            "UPDATE core.users SET is_platform_admin = %s WHERE lower(email) = lower(%s) RETURNING user_id",
+            (grant, email),
+        ).fetchone()
     if found is None:
         raise UnknownUser(f"no user has the email {email!r}: sign them up first")

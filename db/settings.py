@@ -1,6 +1,7 @@
 """All of tenantry's settings, read from TENANTRY_* environment variables.
 
-This class is the one place settings are documented; the README links here.
+This class is the one place settings are documented: the README's settings table is
+generated from it (`python -m db.settings`), and a test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class Settings(BaseSettings):
         "role DSNs use. Unset: no password (the embedded server and dev cluster trust loopback).",
     )
 
-    pool_min_size: int = Field(default=1, ge=0)
-    pool_max_size: int = Field(default=10, ge=1)
+    pool_min_size: int = Field(default=1, ge=0, description="Connections each pool keeps open (per role, per process).")
+    pool_max_size: int = Field(default=10, ge=1, description="Most connections a pool opens (per role, per process).")
 
     # -- the API ------------------------------------------------------------------------
     jwt_secret: SecretStr | None = Field(
@@ -80,3 +81,24 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _default(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default is None:
+        return "unset"
+    if isinstance(field.default, Path) and field.default.is_relative_to(PROJECT_ROOT):
+        return f"`{field.default.relative_to(PROJECT_ROOT)}/`"  # no machine's path in the docs
+    return f"`{field.default}`"
+
+
+def markdown_table() -> str:
+    """The README's settings table: every field of Settings, its default and its meaning."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"| `TENANTRY_{name.upper()}` | {_default(name)} | {field.description or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the README table
+    print(markdown_table(), end="")

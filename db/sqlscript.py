@@ -9,6 +9,8 @@ server would) and sent one statement at a time, unparsed by the driver.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pglast
 import psycopg
 
@@ -17,6 +19,14 @@ def statements(script: str) -> list[str]:
     return list(pglast.split(script))
 
 
-def execute_script(conn: psycopg.Connection, script: str) -> None:
+def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any:
+    """The one value a one-row query returns (a query that returns no row is a bug: it raises)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row from: {query}")
+    return row[0]
+
+
+def execute_script(conn: psycopg.Connection[Any], script: str) -> None:
     for statement in statements(script):
         conn.execute(statement.encode())  # bytes: psycopg does no %-placeholder parsing

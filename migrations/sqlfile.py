@@ -1,5 +1,6 @@
 """Run a versioned SQL file from a revision: revisions name files, they hold no SQL."""
 
+import psycopg
 from alembic import op
 
 from db import PROJECT_ROOT
@@ -14,4 +15,6 @@ def run_sql_file(name: str) -> None:
     The text goes to psycopg unparsed (no SQLAlchemy bind-parameter syntax, no
     %-placeholders), so SQL files can use `:` and `%` freely.
     """
-    execute_script(op.get_bind().connection.driver_connection, (VERSIONS_DIR / name).read_text())
+    raw = op.get_bind().connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    execute_script(raw, (VERSIONS_DIR / name).read_text())

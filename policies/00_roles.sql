@@ -18,10 +18,19 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
             EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS', v_role);
         END IF;
-        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', v_role);
+        -- roles are cluster-wide: alter only what differs, so that migrations of two
+        -- databases on one server do not collide on the same role row
+        -- ("tuple concurrently updated")
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role AND (rolsuper OR rolbypassrls)) THEN
+            EXECUTE format('ALTER ROLE %I NOSUPERUSER NOBYPASSRLS', v_role);
+        END IF;
         -- On Citus, SET LOCAL app.* must reach the workers for RLS on the shards
-        -- (architecture fact 1).
-        IF core.citus_enabled() THEN
+        -- (docs/citus.md, fact 1).
+        IF core.citus_enabled() AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_db_role_setting AS s JOIN pg_catalog.pg_roles AS r ON r.oid = s.setrole
+             WHERE r.rolname = v_role AND s.setdatabase = 0
+               AND 'citus.propagate_set_commands=local' = ANY (s.setconfig)
+        ) THEN
             EXECUTE format('ALTER ROLE %I SET citus.propagate_set_commands = %L', v_role, 'local');
         END IF;
     END LOOP;

@@ -1,42 +1,79 @@
-"""Fixtures: a migrated database, role pools and tenants.
+"""Fixtures: a migrated database, role pools, tenants, Redis and the API.
 
-By default the suite runs on the embedded server, in a database of its own
-(`tenantry_test`, created afresh each run). With TENANTRY_TEST_DSN it runs against that
-server instead (e.g. a Citus coordinator: `tenantry citus dev-cluster up`), after
-removing the project's objects there and migrating from zero.
+By default the suite runs on the embedded server. pytest-postgresql's noproc fixture
+(`migrated_template`) makes a template database and migrates it once per session; the
+session's database is a clone of it, and `scratch_database` gives a test databases of its
+own (empty, or another clone). All are named `tenantry_test_<pid>...`, so concurrent
+sessions on one server never collide, and dropped at the end. If a test session started
+the embedded server, the last session to end stops it (unless another client uses it);
+a server that was already running is left running.
+
+With TENANTRY_TEST_DSN the suite runs against that server instead (e.g. a Citus
+coordinator: `tenantry citus dev-cluster up`), after removing the project's objects there
+and migrating from zero: a template would not clone Citus shards.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import socket
-import subprocess
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from hypothesis import settings as hypothesis_settings
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from argon2 import PasswordHasher
 from psycopg_pool import ConnectionPool
-from sqlalchemy.engine import make_url
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+from sqlalchemy.engine import URL, make_url
 
-from api.server import spawn
 from db import migrate
 from db.context import Context, Database
 from db.local.embedded import embedded_server
+from db.local.postgres import LocalServer, free_port
 from db.local.redis import LocalRedis
-from db.settings import API_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
+from db.settings import ANALYST_ROLE, API_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
+from tests.helpers import OWNERS, TEST_PASSWORD_HASH, Account, NewTenant, SignUp, start_api
 
-#: one database per test session, so concurrent sessions on one server never collide
-TEST_DATABASE = f"tenantry_test_{os.getpid()}"
+TEST_DSN = os.environ.get("TENANTRY_TEST_DSN")
+
+#: the session's database; its template and scratch databases are named after it
+SESSION_DATABASE = f"tenantry_test_{os.getpid()}"
 
 hypothesis_settings.register_profile("default", deadline=None)
 hypothesis_settings.load_profile("default")
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+def database_url(server_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `server_url`."""
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def janitor(server_url: str, name: str, template: str | None = None) -> DatabaseJanitor:
+    """pytest-postgresql's janitor of database `name` (a clone of `template` if given)."""
+    server = {key: str(value) for key, value in conninfo_to_dict(server_url).items() if value is not None}
+    return DatabaseJanitor(
+        user=server.get("user", "postgres"),
+        password=server.get("password"),
+        host=server.get("host", "127.0.0.1"),
+        port=server.get("port", "5432"),
+        dbname=name,
+        template_dbname=template,
+        maintenance_dbname=server.get("dbname", "postgres"),
+    )
 
 
 def reset_project_objects(url: str) -> None:
@@ -51,39 +88,168 @@ def reset_project_objects(url: str) -> None:
         conn.execute("DROP TABLE IF EXISTS public.alembic_version")
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    """(Re)create database `name` on the server of `server_url`; return its URL."""
+def drop_databases_of_this_pid(server_url: str) -> None:
+    """Drop what an earlier session with our pid left behind (it crashed): the janitor
+    refuses to create a database that exists."""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+                (SESSION_DATABASE, SESSION_DATABASE.replace("_", r"\_") + r"\_%"),
+            )
+        ]
+        for name in names:
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def migrations_one_at_a_time(server_url: str) -> Iterator[None]:
+    """Hold an advisory lock (in the server URL's database, the same for every session)
+    while migrating: roles are cluster-wide, and two sessions running policies/00_roles.sql
+    at once fail with "tuple concurrently updated"."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('tenantry tests: migrations'))")
+        yield
+
+
+def start_time(server_url: str) -> str:
+    """When the server started: tells one run of the server from the next."""
+    with psycopg.connect(server_url) as conn:
+        return str(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0])
+
+
+def other_clients(server_url: str) -> int:
+    """How many other clients are connected (a demo, `tenantry serve`, a psql)."""
+    with psycopg.connect(server_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """What pytest-postgresql's noproc factory reads from the fixture it `depends_on`."""
+
+    host: str
+    port: int
+    user: str = "postgres"
+    password: str | None = None
+    options: str = ""
+    maintenance_dbname: str = "postgres"
+    template_dbname: str | None = None  # the template itself is made as CREATE DATABASE makes any
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """A URL of the server under test (any database on it)."""
-    if dsn := os.environ.get("TENANTRY_TEST_DSN"):
-        yield dsn
-        return
-    # left running afterwards: other test sessions may be using it (.ci/run stops it)
+def embedded_postgres() -> Iterator[LocalServer]:
+    """The embedded server, started by the product's own code (db.local.embedded).
+
+    Not pytest-postgresql's `postgresql_proc`: that runs initdb and pg_ctl as the
+    current user, and PostgreSQL refuses to run as root (CI runs as root), while
+    LocalServer runs it as a system user then. One path for root and non-root.
+
+    Test sessions stop what they started: the last session to end stops the server if
+    a test session started it (and no other client is connected). Every session holds a
+    shared lock on a file in the state folder while it runs, so a session knows whether
+    it is the last; a second lock makes starting and stopping one at a time; and a
+    marker file holds the start time of the server a test session started.
+    """
     server = embedded_server(get_settings())
-    server.start()
-    yield server.url("postgres")
+    state = server.home.parent
+    state.mkdir(parents=True, exist_ok=True)
+    marker = state / "embedded.started-by-tests"
+    with (
+        (state / "embedded.start-stop.lock").open("a") as start_stop,
+        (state / "embedded.test-sessions.lock").open("a") as sessions,
+    ):
+        fcntl.flock(start_stop, fcntl.LOCK_EX)
+        if server.start():
+            marker.write_text(start_time(server.url()))
+        fcntl.flock(sessions, fcntl.LOCK_SH)
+        fcntl.flock(start_stop, fcntl.LOCK_UN)
+        drop_databases_of_this_pid(server.url())
+        yield server
+        fcntl.flock(sessions, fcntl.LOCK_UN)
+        fcntl.flock(start_stop, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # not the last session (closing the files releases the locks)
+        started_by_tests = marker.exists() and marker.read_text() == start_time(server.url())
+        if started_by_tests and not other_clients(server.url()):
+            server.stop()
+            marker.unlink()
 
 
 @pytest.fixture(scope="session")
-def owner_url(server_url: str) -> Iterator[str]:
-    """Owner DSN of a database migrated from zero to head."""
-    if os.environ.get("TENANTRY_TEST_DSN"):
-        reset_project_objects(server_url)
-        migrate.migrate(server_url)
+def embedded_address(embedded_postgres: LocalServer) -> ServerAddress:
+    return ServerAddress(host=embedded_postgres.host, port=embedded_postgres.port)
+
+
+def migrate_template(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
+    """pytest-postgresql's `load` hook: migrate the template from zero, once per session."""
+    server = URL.create("postgresql", username=user, password=password, host=host, port=port, database="postgres")
+    with migrations_one_at_a_time(server.render_as_string(hide_password=False)):
+        migrate.migrate(server.set(database=dbname).render_as_string(hide_password=False))
+
+
+#: a NoopExecutor whose `template_dbname` (<session database>_tmpl) is migrated to head
+migrated_template = factories.postgresql_noproc(
+    depends_on="embedded_address", dbname=SESSION_DATABASE, load=[migrate_template]
+)
+
+
+@pytest.fixture(scope="session")
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A URL of the server under test (any database on it)."""
+    if TEST_DSN:
+        return TEST_DSN
+    return request.getfixturevalue("embedded_postgres").url()
+
+
+@pytest.fixture(scope="session")
+def owner_url(request: pytest.FixtureRequest, server_url: str) -> Iterator[str]:
+    """Owner DSN of a database migrated to head: a clone of the template, or on
+    TENANTRY_TEST_DSN that server's database, reset and migrated from zero."""
+    if TEST_DSN:
+        with migrations_one_at_a_time(server_url):
+            reset_project_objects(server_url)
+            migrate.migrate(server_url)
         yield server_url
         return
-    url = fresh_database(server_url, TEST_DATABASE)
-    migrate.migrate(url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DATABASE)))
+    template: NoopExecutor = request.getfixturevalue("migrated_template")
+    with janitor(server_url, SESSION_DATABASE, template.template_dbname):
+        yield database_url(server_url, SESSION_DATABASE)
+
+
+ScratchDatabase = Callable[..., str]
+
+
+@pytest.fixture
+def scratch_database(request: pytest.FixtureRequest, server_url: str) -> Iterator[ScratchDatabase]:
+    """Make databases of this test's own, dropped after it: `scratch_database("x")` is
+    empty, `scratch_database("x", migrated=True)` a pristine clone of the migrated
+    template (on TENANTRY_TEST_DSN: migrated from zero, templates do not clone shards).
+
+    The test may migrate them: it runs holding the migrations lock (taken after the
+    template exists, whose migration takes that lock on a connection of its own)."""
+    template = None if TEST_DSN else request.getfixturevalue("migrated_template").template_dbname
+    made: list[DatabaseJanitor] = []
+
+    def make(suffix: str, migrated: bool = False) -> str:
+        name = f"{SESSION_DATABASE}_{re.sub(r'[^a-z0-9_]', '_', suffix.lower())}"[:63]
+        made.append(janitor(server_url, name, template if migrated else None))
+        made[-1].init()
+        url = database_url(server_url, name)
+        if migrated and TEST_DSN:
+            migrate.migrate(url)
+        return url
+
+    with migrations_one_at_a_time(server_url):
+        yield make
+    for database in made:
+        database.drop()
 
 
 @pytest.fixture(scope="session")
@@ -121,19 +287,9 @@ def analyst_pool(database: Database) -> ConnectionPool:
 
 
 @pytest.fixture
-def owner(owner_url: str) -> Iterator[psycopg.Connection]:
+def owner(owner_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
-
-
-NewTenant = Callable[..., uuid.UUID]
-
-#: One argon2id hash for every test user (hashing is deliberately slow).
-TEST_PASSWORD = "correct horse battery staple"
-TEST_PASSWORD_HASH = PasswordHasher().hash(TEST_PASSWORD)
-
-#: tenant id -> the user who signed it up (its owner), for acting as that tenant.
-OWNERS: dict[uuid.UUID, uuid.UUID] = {}
 
 
 @pytest.fixture(scope="session")
@@ -152,8 +308,9 @@ def as_admin(database: Database, platform_admin: uuid.UUID):
     """Open a platform-admin transaction: `with as_admin() as conn: ...`."""
 
     def open_transaction(**context):
-        return database.transaction(Context(actor_id=platform_admin, actor_type="platform_admin",
-                                            role=PLATFORM_ADMIN_ROLE, **context))
+        return database.transaction(
+            Context(actor_id=platform_admin, actor_type="platform_admin", role=PLATFORM_ADMIN_ROLE, **context)
+        )
 
     return open_transaction
 
@@ -165,10 +322,12 @@ def new_tenant(api_pool: ConnectionPool, as_admin) -> NewTenant:
     def create(plan: str = "pro", status: str = "active") -> uuid.UUID:
         slug = f"t-{uuid.uuid4().hex[:12]}"
         with api_pool.connection() as conn:
-            user_id, tenant_id = conn.execute(
+            row = conn.execute(
                 "SELECT user_id, tenant_id FROM auth.sign_up(%s, %s, %s, %s, %s, %s)",
                 (f"{slug}@tenantry.test", f"Owner of {slug}", TEST_PASSWORD_HASH, slug, f"Tenant {slug}", plan),
             ).fetchone()
+        assert row is not None
+        user_id, tenant_id = row
         OWNERS[tenant_id] = user_id
         if status != "active":
             with as_admin() as conn:
@@ -178,20 +337,11 @@ def new_tenant(api_pool: ConnectionPool, as_admin) -> NewTenant:
     return create
 
 
-# -- the HTTP API -------------------------------------------------------------------------
-
-#: The access-token key of the API under test, so tests can forge tokens (expired ones).
-TEST_JWT_SECRET = "test-secret-" + "x" * 40
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# -- Redis and the HTTP API ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free loopback port, for the API's rate limits."""
     server = LocalRedis(tmp_path_factory.mktemp("redis"), free_port())
     server.start()
@@ -199,17 +349,8 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     server.stop()
 
 
-def start_api(owner_url: str, redis_url: str, state_dir, **env: str) -> tuple[subprocess.Popen, str]:
-    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL."""
-    return spawn({
-        "TENANTRY_DATABASE_URL": owner_url, "TENANTRY_REDIS_URL": redis_url,
-        "TENANTRY_JWT_SECRET": TEST_JWT_SECRET, "TENANTRY_STATE_DIR": str(state_dir),
-        "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",
-    } | env, free_port(), state_dir / "api.log")
-
-
 @pytest.fixture(scope="session")
-def api_url(owner_url: str, redis_url: str, tmp_path_factory) -> Iterator[str]:
+def api_url(owner_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process, url = start_api(owner_url, redis_url, tmp_path_factory.mktemp("api"))
     yield url
     process.terminate()
@@ -222,25 +363,6 @@ def http(api_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-@dataclass
-class Account:
-    """A signed-up user and their tenant, as the API returned them."""
-
-    email: str
-    password: str
-    tenant_id: str
-    user_id: str
-    access_token: str
-    refresh_token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
-SignUp = Callable[..., Account]
-
-
 @pytest.fixture(scope="session")
 def sign_up(http: httpx.Client) -> SignUp:
     """Sign up a new user and tenant over HTTP (plan 'enterprise' by default: no low limits)."""
@@ -248,12 +370,19 @@ def sign_up(http: httpx.Client) -> SignUp:
     def create(plan: str = "enterprise") -> Account:
         tag = uuid.uuid4().hex[:12]
         email, password = f"u-{tag}@tenantry.test", "password-" + tag
-        resp = http.post("/v1/signup", json={"email": email, "name": f"User {tag}", "password": password,
-                                             "tenant_slug": f"s-{tag}", "tenant_name": f"Tenant {tag}",
-                                             "plan": plan})
+        resp = http.post(
+            "/v1/signup",
+            json={
+                "email": email,
+                "name": f"User {tag}",
+                "password": password,
+                "tenant_slug": f"s-{tag}",
+                "tenant_name": f"Tenant {tag}",
+                "plan": plan,
+            },
+        )
         assert resp.status_code == 201, resp.text
         body = resp.json()
-        return Account(email, password, body["tenant_id"], body["user_id"], body["access_token"],
-                       body["refresh_token"])
+        return Account(email, password, body["tenant_id"], body["user_id"], body["access_token"], body["refresh_token"])
 
     return create

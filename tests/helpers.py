@@ -1,16 +1,75 @@
-"""Small helpers shared by the tests: calling api.* functions as the tenant's owner, and
-checking the HTTP API's problem answers."""
+"""What the tests share, in one importable module (conftest.py holds only fixtures):
+test credentials, the owners of the tenants the fixtures sign up, starting the API,
+calling api.* functions as a tenant's owner, and checking the HTTP API's problem answers.
+"""
 
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from api.server import spawn
 from db.context import Context, transaction
+from db.local.postgres import free_port
+
+#: One argon2id hash for every test user (hashing is deliberately slow).
+TEST_PASSWORD = "correct horse battery staple"
+TEST_PASSWORD_HASH = PasswordHasher().hash(TEST_PASSWORD)
+
+#: tenant id -> the user who signed it up (its owner), for acting as that tenant.
+OWNERS: dict[uuid.UUID, uuid.UUID] = {}
+
+#: The access-token key of the API under test, so tests can forge tokens (expired ones).
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+NewTenant = Callable[..., uuid.UUID]
+
+
+@dataclass
+class Account:
+    """A signed-up user and their tenant, as the API returned them."""
+
+    email: str
+    password: str
+    tenant_id: str
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+SignUp = Callable[..., Account]
+
+
+def start_api(owner_url: str, redis_url: str, state_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL."""
+    return spawn(
+        {
+            "TENANTRY_DATABASE_URL": owner_url,
+            "TENANTRY_REDIS_URL": redis_url,
+            "TENANTRY_JWT_SECRET": TEST_JWT_SECRET,
+            "TENANTRY_STATE_DIR": str(state_dir),
+            "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",
+        }
+        | env,
+        free_port(),
+        state_dir / "api.log",
+    )
+
+
+# -- the SQL API ------------------------------------------------------------------------------
 
 
 def call(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args: Any, **kwargs: Any) -> list[dict]:
@@ -18,7 +77,7 @@ def call(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args
 
     Returns the rows. The tenant argument and the context are the same tenant unless
     `as_tenant` is given (the context), to test mismatches. The actor is the context
-    tenant's owner (see tests.conftest.OWNERS).
+    tenant's owner (see OWNERS).
     """
     context = kwargs.pop("as_tenant", tenant_id)
     named = ", ".join(f"{name} => %({name})s" for name in kwargs)
@@ -31,16 +90,13 @@ def call(pool: ConnectionPool, tenant_id: uuid.UUID | None, function: str, *args
     else:
         params = (tenant_id, *args)
         query = f"SELECT * FROM api.{function}({positional})"
-    with owner_transaction(pool, context) as conn:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
-            return cur.fetchall()
+    with owner_transaction(pool, context) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
 
 
 def owner_transaction(pool: ConnectionPool, tenant_id: uuid.UUID | None, **context: Any):
     """A tenant transaction acting as the tenant's owner (no actor without a tenant)."""
-    from tests.conftest import OWNERS
-
     actor = OWNERS.get(tenant_id) if tenant_id else None
     return transaction(pool, Context(tenant_id, actor, "user" if actor else None, **context))
 
@@ -71,7 +127,7 @@ def problem(resp, status: int, code: str, field: str | None = None) -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
     body = resp.json()
-    assert PROBLEM_FIELDS <= body.keys(), body
+    assert body.keys() >= PROBLEM_FIELDS, body
     assert body["status"] == status and body["code"] == code, body
     assert body["type"] == f"/problems/{code}"
     assert body["instance"] == resp.request.url.path

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass
+
 from tests.helpers import bearer, problem
 
 
@@ -52,8 +53,9 @@ def add_member(http, account, role: str) -> Member:
     email, password = new_email(), "password-" + uuid.uuid4().hex[:8]
     invited = invite(http, account, email, role)
     assert invited.status_code == 201, invited.text
-    accepted = http.post("/v1/invitations/accept",
-                         json={"token": invited.json()["token"], "name": "Invitee", "password": password})
+    accepted = http.post(
+        "/v1/invitations/accept", json={"token": invited.json()["token"], "name": "Invitee", "password": password}
+    )
     assert accepted.status_code == 200, accepted.text
     tokens = login(http, email, password, account.tenant_id)
     assert tokens["role"] == role
@@ -65,8 +67,9 @@ def create_project(http, headers):
 
 
 def create_key(http, account, scopes: list[str], **extra):
-    return http.post("/v1/api-keys", headers=account.headers,
-                     json={"name": f"k-{uuid.uuid4().hex[:6]}", "scopes": scopes, **extra})
+    return http.post(
+        "/v1/api-keys", headers=account.headers, json={"name": f"k-{uuid.uuid4().hex[:6]}", "scopes": scopes, **extra}
+    )
 
 
 def list_keys(http, account) -> dict[str, dict]:
@@ -91,12 +94,16 @@ def test_roles_grant_their_scopes(http, sign_up):
     assert created.status_code == 201, created.text
     assert created.json()["created_by"] == member.user_id
     # the viewer sees it
-    assert [p["project_id"] for p in http.get("/v1/projects", headers=viewer.headers).json()["items"]] \
-        == [created.json()["project_id"]]
+    assert [p["project_id"] for p in http.get("/v1/projects", headers=viewer.headers).json()["items"]] == [
+        created.json()["project_id"]
+    ]
     problem(invite(http, member, new_email()), 403, "missing_scope")
     problem(http.get("/v1/api-keys", headers=member.headers), 403, "missing_scope")
-    problem(http.patch(f"/v1/members/{viewer.user_id}", headers=member.headers, json={"role": "admin"}),
-            403, "missing_scope")
+    problem(
+        http.patch(f"/v1/members/{viewer.user_id}", headers=member.headers, json={"role": "admin"}),
+        403,
+        "missing_scope",
+    )
 
 
 # -- invitations ---------------------------------------------------------------------------------
@@ -127,15 +134,25 @@ def test_invitation_create_list_accept(http, sign_up):
     assert "token" not in items[invitation["invitation_id"]] and "token_hash" not in items[invitation["invitation_id"]]
 
     # a new account needs a name and a password (of at least 10 characters)
-    problem(http.post("/v1/invitations/accept", json={"token": invitation["token"]}), 422, "invalid_parameter",
-            field="name")
-    problem(http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "N"}),
-            422, "invalid_parameter", field="password")
-    problem(http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "N", "password": "short"}),
-            422, "invalid_body", field="password")
+    problem(
+        http.post("/v1/invitations/accept", json={"token": invitation["token"]}), 422, "invalid_parameter", field="name"
+    )
+    problem(
+        http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "N"}),
+        422,
+        "invalid_parameter",
+        field="password",
+    )
+    problem(
+        http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "N", "password": "short"}),
+        422,
+        "invalid_body",
+        field="password",
+    )
     password = "password-" + uuid.uuid4().hex[:8]
-    accepted = http.post("/v1/invitations/accept",
-                         json={"token": invitation["token"], "name": "New Person", "password": password})
+    accepted = http.post(
+        "/v1/invitations/accept", json={"token": invitation["token"], "name": "New Person", "password": password}
+    )
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["created_user"] is True
     assert accepted.json()["tenant_id"] == account.tenant_id and accepted.json()["role"] == "developer"
@@ -145,9 +162,11 @@ def test_invitation_create_list_accept(http, sign_up):
     assert tokens["user_id"] == accepted.json()["user_id"]
 
     problem(http.post("/v1/invitations/accept", json={"token": invitation["token"]}), 409, "invitation_used")
-    problem(http.post("/v1/invitations/accept",
-                      json={"token": invitation["token"], "name": "Again", "password": password}),
-            409, "invitation_used")
+    problem(
+        http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "Again", "password": password}),
+        409,
+        "invitation_used",
+    )
     statuses = invitation_statuses(http, account)
     assert statuses[invitation["invitation_id"]] == "accepted"
 
@@ -158,15 +177,19 @@ def test_invitation_create_list_accept(http, sign_up):
 
 def test_invitation_revoke_resend_expire(http, sign_up, owner):
     account = sign_up()
-    accept = lambda token: http.post("/v1/invitations/accept",  # noqa: E731
-                                     json={"token": token, "name": "N", "password": "password-123456"})
+
+    def accept(token: str):
+        return http.post("/v1/invitations/accept", json={"token": token, "name": "N", "password": "password-123456"})
 
     revoked = invite(http, account, new_email()).json()
     gone = http.delete(f"/v1/invitations/{revoked['invitation_id']}", headers=account.headers)
     assert gone.status_code == 200 and gone.json()["status"] == "revoked", gone.text
     problem(accept(revoked["token"]), 410, "invitation_revoked")
-    problem(http.post(f"/v1/invitations/{revoked['invitation_id']}/resend", headers=account.headers),
-            410, "invitation_revoked")
+    problem(
+        http.post(f"/v1/invitations/{revoked['invitation_id']}/resend", headers=account.headers),
+        410,
+        "invitation_revoked",
+    )
     # a revoked invitation is no longer open: the email can be invited again
     assert invite(http, account, revoked["email"]).status_code == 201
 
@@ -180,8 +203,11 @@ def test_invitation_revoke_resend_expire(http, sign_up, owner):
     assert ok.status_code == 200 and ok.json()["created_user"] is True, ok.text
 
     expired = invite(http, account, new_email()).json()
-    owner.execute("UPDATE core.invitations SET expires_at = now() - interval '1 minute'"
-                  " WHERE tenant_id = %s AND invitation_id = %s", (account.tenant_id, expired["invitation_id"]))
+    owner.execute(
+        "UPDATE core.invitations SET expires_at = now() - interval '1 minute'"
+        " WHERE tenant_id = %s AND invitation_id = %s",
+        (account.tenant_id, expired["invitation_id"]),
+    )
     problem(accept(expired["token"]), 410, "invitation_expired")
     statuses = invitation_statuses(http, account)
     assert statuses[expired["invitation_id"]] == "expired"
@@ -195,12 +221,16 @@ def test_invitation_revoke_resend_expire(http, sign_up, owner):
     # an existing user accepts: name and password given with the token change nothing
     existing = sign_up()
     token = invite(http, account, existing.email).json()["token"]
-    linked = http.post("/v1/invitations/accept",
-                       json={"token": token, "name": "Hijacked", "password": "attacker-password"})
+    linked = http.post(
+        "/v1/invitations/accept", json={"token": token, "name": "Hijacked", "password": "attacker-password"}
+    )
     assert linked.status_code == 200 and linked.json()["created_user"] is False, linked.text
     assert linked.json()["user_id"] == existing.user_id
-    problem(http.post("/v1/auth/login", json={"email": existing.email, "password": "attacker-password"}),
-            401, "invalid_credentials")
+    problem(
+        http.post("/v1/auth/login", json={"email": existing.email, "password": "attacker-password"}),
+        401,
+        "invalid_credentials",
+    )
     me = http.get("/v1/auth/me", headers=bearer(login(http, existing.email, existing.password)["access_token"]))
     assert me.json()["name"] != "Hijacked"
 
@@ -244,7 +274,10 @@ def test_member_roles_and_the_last_owner(http, sign_up):
     bob = add_member(http, account, "viewer")
     members = members_by_id(http, account.headers)
     assert {uid: m["role"] for uid, m in members.items()} == {
-        account.user_id: "owner", alice.user_id: "member", bob.user_id: "viewer"}
+        account.user_id: "owner",
+        alice.user_id: "member",
+        bob.user_id: "viewer",
+    }
     assert members[alice.user_id]["email"] == alice.email
 
     promoted = http.patch(f"/v1/members/{alice.user_id}", headers=account.headers, json={"role": "admin"})
@@ -256,25 +289,37 @@ def test_member_roles_and_the_last_owner(http, sign_up):
 
     # an admin manages non-owners, never owners
     assert http.patch(f"/v1/members/{bob.user_id}", headers=alice.headers, json={"role": "member"}).status_code == 200
-    problem(http.patch(f"/v1/members/{bob.user_id}", headers=alice.headers, json={"role": "owner"}),
-            403, "owner_required")
-    problem(http.patch(f"/v1/members/{account.user_id}", headers=alice.headers, json={"role": "viewer"}),
-            403, "owner_required")
+    problem(
+        http.patch(f"/v1/members/{bob.user_id}", headers=alice.headers, json={"role": "owner"}), 403, "owner_required"
+    )
+    problem(
+        http.patch(f"/v1/members/{account.user_id}", headers=alice.headers, json={"role": "viewer"}),
+        403,
+        "owner_required",
+    )
     problem(http.delete(f"/v1/members/{account.user_id}", headers=alice.headers), 403, "owner_required")
-    problem(http.patch(f"/v1/members/{bob.user_id}", headers=account.headers, json={"role": "root"}),
-            422, "invalid_body", field="role")
-    problem(http.patch(f"/v1/members/{uuid.uuid4()}", headers=account.headers, json={"role": "viewer"}),
-            404, "not_found")
+    problem(
+        http.patch(f"/v1/members/{bob.user_id}", headers=account.headers, json={"role": "root"}),
+        422,
+        "invalid_body",
+        field="role",
+    )
+    problem(
+        http.patch(f"/v1/members/{uuid.uuid4()}", headers=account.headers, json={"role": "viewer"}), 404, "not_found"
+    )
 
     # the only owner can neither step down nor leave
-    problem(http.patch(f"/v1/members/{account.user_id}", headers=account.headers, json={"role": "admin"}),
-            409, "last_owner")
+    problem(
+        http.patch(f"/v1/members/{account.user_id}", headers=account.headers, json={"role": "admin"}), 409, "last_owner"
+    )
     problem(http.delete(f"/v1/members/{account.user_id}", headers=account.headers), 409, "last_owner")
     assert members_by_id(http, account.headers)[account.user_id]["role"] == "owner"
 
     # with a second owner the first can leave; their session in the tenant ends
-    assert http.patch(f"/v1/members/{alice.user_id}", headers=account.headers,
-                      json={"role": "owner"}).json()["role"] == "owner"
+    assert (
+        http.patch(f"/v1/members/{alice.user_id}", headers=account.headers, json={"role": "owner"}).json()["role"]
+        == "owner"
+    )
     left = http.delete(f"/v1/members/{account.user_id}", headers=account.headers)
     assert left.status_code == 200, left.text
     assert left.json() == {"tenant_id": account.tenant_id, "user_id": account.user_id, "role": "owner"}
@@ -362,20 +407,17 @@ def test_api_key_create_list_use(http, sign_up):
 def test_api_key_scope_rules(http, sign_up):
     account = sign_up()
     developer = add_member(http, account, "developer")
-    problem(create_key(http, developer, ["projects:read", "members:manage"]), 403, "scope_escalation",
-            field="scopes")
+    problem(create_key(http, developer, ["projects:read", "members:manage"]), 403, "scope_escalation", field="scopes")
     assert create_key(http, developer, ["projects:read", "keys:manage"]).status_code == 201
     problem(create_key(http, account, ["projects:read", "no:such-scope"]), 422, "invalid_parameter", field="scopes")
     problem(create_key(http, account, []), 422, "invalid_body", field="scopes")
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
-    problem(create_key(http, account, ["projects:read"], expires_at=past), 422, "invalid_parameter",
-            field="expires_at")
+    problem(create_key(http, account, ["projects:read"], expires_at=past), 422, "invalid_parameter", field="expires_at")
     member = add_member(http, account, "member")
     problem(create_key(http, member, ["projects:read"]), 403, "missing_scope")
     # a key with keys:manage cannot mint a key broader than itself
     narrow = create_key(http, account, ["keys:manage", "projects:read"]).json()["key"]
-    resp = http.post("/v1/api-keys", headers=key_header(narrow),
-                     json={"name": "child", "scopes": ["projects:write"]})
+    resp = http.post("/v1/api-keys", headers=key_header(narrow), json={"name": "child", "scopes": ["projects:write"]})
     problem(resp, 403, "scope_escalation")
 
 
@@ -390,8 +432,10 @@ def test_api_key_revoked_expired_invalid(http, sign_up, owner):
     assert resp.headers["WWW-Authenticate"]
 
     expired = create_key(http, account, ["projects:read"]).json()
-    owner.execute("UPDATE core.api_keys SET expires_at = now() - interval '1 second'"
-                  " WHERE tenant_id = %s AND key_id = %s", (account.tenant_id, expired["key_id"]))
+    owner.execute(
+        "UPDATE core.api_keys SET expires_at = now() - interval '1 second' WHERE tenant_id = %s AND key_id = %s",
+        (account.tenant_id, expired["key_id"]),
+    )
     problem(http.get("/v1/projects", headers=key_header(expired["key"])), 401, "api_key_expired")
 
     random_key = "tnt_" + "abcdefghijkl" + "_" + "A" * 43
@@ -409,8 +453,7 @@ def test_api_key_revoked_expired_invalid(http, sign_up, owner):
 def test_api_key_rotation(http, sign_up, owner):
     account = sign_up()
     old = create_key(http, account, ["projects:read"]).json()
-    rotated = http.post(f"/v1/api-keys/{old['key_id']}/rotate", headers=account.headers,
-                        json={"grace_seconds": 3600})
+    rotated = http.post(f"/v1/api-keys/{old['key_id']}/rotate", headers=account.headers, json={"grace_seconds": 3600})
     assert rotated.status_code == 201, rotated.text
     new = rotated.json()
     assert KEY_FORMAT.match(new["key"]) and new["key"] != old["key"] and new["key_id"] != old["key_id"]
@@ -423,8 +466,10 @@ def test_api_key_rotation(http, sign_up, owner):
     assert dt.timedelta(minutes=58) < grace_end <= dt.timedelta(hours=1)
 
     # the grace period ends
-    owner.execute("UPDATE core.api_keys SET expires_at = now() - interval '1 second'"
-                  " WHERE tenant_id = %s AND key_id = %s", (account.tenant_id, old["key_id"]))
+    owner.execute(
+        "UPDATE core.api_keys SET expires_at = now() - interval '1 second' WHERE tenant_id = %s AND key_id = %s",
+        (account.tenant_id, old["key_id"]),
+    )
     problem(http.get("/v1/projects", headers=key_header(old["key"])), 401, "api_key_expired")
     assert http.get("/v1/projects", headers=key_header(new["key"])).status_code == 200
     # an expired key cannot be rotated again
@@ -435,8 +480,12 @@ def test_api_key_rotation(http, sign_up, owner):
     assert newest.status_code == 201, newest.text
     problem(http.get("/v1/projects", headers=key_header(new["key"])), 401, "api_key_revoked")
     assert http.get("/v1/projects", headers=key_header(newest.json()["key"])).status_code == 200
-    problem(http.post(f"/v1/api-keys/{new['key_id']}/rotate", headers=account.headers,
-                      json={"grace_seconds": -1}), 422, "invalid_body", field="grace_seconds")
+    problem(
+        http.post(f"/v1/api-keys/{new['key_id']}/rotate", headers=account.headers, json={"grace_seconds": -1}),
+        422,
+        "invalid_body",
+        field="grace_seconds",
+    )
 
 
 def test_rotating_a_broader_key_is_scope_escalation(http, sign_up):
@@ -444,8 +493,9 @@ def test_rotating_a_broader_key_is_scope_escalation(http, sign_up):
     developer = add_member(http, account, "developer")
     owners_key = create_key(http, account, ["members:manage", "projects:read"]).json()
     assert owners_key["key_id"] in list_keys(http, developer)  # keys:manage lists every key
-    rotated = http.post(f"/v1/api-keys/{owners_key['key_id']}/rotate", headers=developer.headers,
-                        json={"grace_seconds": 3600})
+    rotated = http.post(
+        f"/v1/api-keys/{owners_key['key_id']}/rotate", headers=developer.headers, json={"grace_seconds": 3600}
+    )
     problem(rotated, 403, "scope_escalation")
     # the owner's key is untouched by the refused rotation
     assert list_keys(http, account)[owners_key["key_id"]]["rotated_to"] is None
@@ -455,11 +505,18 @@ def test_answers_holding_secrets_take_no_idempotency_key(http, sign_up):
     # replaying them would mean storing the plaintext key or invitation token
     account = sign_up()
     idem = {"Idempotency-Key": f"key-{uuid.uuid4().hex}"}
-    problem(http.post("/v1/api-keys", headers=account.headers | idem,
-                      json={"name": "deploy", "scopes": ["projects:read"]}),
-            422, "idempotency_not_supported", field="Idempotency-Key")
-    problem(http.post("/v1/invitations", headers=account.headers | idem, json={"email": new_email()}),
-            422, "idempotency_not_supported", field="Idempotency-Key")
+    problem(
+        http.post("/v1/api-keys", headers=account.headers | idem, json={"name": "deploy", "scopes": ["projects:read"]}),
+        422,
+        "idempotency_not_supported",
+        field="Idempotency-Key",
+    )
+    problem(
+        http.post("/v1/invitations", headers=account.headers | idem, json={"email": new_email()}),
+        422,
+        "idempotency_not_supported",
+        field="Idempotency-Key",
+    )
     assert list_keys(http, account) == {}  # nothing was created
 
 
@@ -472,8 +529,12 @@ def test_idempotent_replay_is_only_for_the_same_caller(http, sign_up):
     assert first.status_code == 201, first.text
     replay = http.post("/v1/projects", headers=account.headers | idem, json={"name": "Shared key"})
     assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
-    problem(http.post("/v1/projects", headers=member.headers | idem, json={"name": "Shared key"}),
-            409, "idempotency_key_reused", field="Idempotency-Key")
+    problem(
+        http.post("/v1/projects", headers=member.headers | idem, json={"name": "Shared key"}),
+        409,
+        "idempotency_key_reused",
+        field="Idempotency-Key",
+    )
 
 
 def test_other_tenants_objects_are_not_found(http, sign_up):
@@ -484,10 +545,8 @@ def test_other_tenants_objects_are_not_found(http, sign_up):
     problem(http.delete(f"/v1/api-keys/{a_key['key_id']}", headers=b.headers), 404, "not_found")
     problem(http.post(f"/v1/api-keys/{a_key['key_id']}/rotate", headers=b.headers), 404, "not_found")
     problem(http.delete(f"/v1/invitations/{a_invitation['invitation_id']}", headers=b.headers), 404, "not_found")
-    problem(http.post(f"/v1/invitations/{a_invitation['invitation_id']}/resend", headers=b.headers),
-            404, "not_found")
-    problem(http.patch(f"/v1/members/{a_member.user_id}", headers=b.headers, json={"role": "admin"}),
-            404, "not_found")
+    problem(http.post(f"/v1/invitations/{a_invitation['invitation_id']}/resend", headers=b.headers), 404, "not_found")
+    problem(http.patch(f"/v1/members/{a_member.user_id}", headers=b.headers, json={"role": "admin"}), 404, "not_found")
     problem(http.delete(f"/v1/members/{a_member.user_id}", headers=b.headers), 404, "not_found")
     assert a_key["key_id"] not in list_keys(http, b)
     assert a_member.user_id not in members_by_id(http, b.headers)
@@ -517,8 +576,11 @@ def test_platform_admin(http, sign_up, owner):
     account = sign_up()
     admin = sign_up()
     problem(http.get("/v1/admin/tenants", headers=admin.headers), 403, "platform_admin_required")
-    problem(http.post(f"/v1/admin/tenants/{account.tenant_id}/suspend", headers=admin.headers),
-            403, "platform_admin_required")
+    problem(
+        http.post(f"/v1/admin/tenants/{account.tenant_id}/suspend", headers=admin.headers),
+        403,
+        "platform_admin_required",
+    )
     owner.execute("UPDATE core.users SET is_platform_admin = true WHERE user_id = %s", (admin.user_id,))
     tokens = login(http, admin.email, admin.password)
     headers = bearer(tokens["access_token"])
@@ -533,8 +595,9 @@ def test_platform_admin(http, sign_up, owner):
     key = create_key(http, account, ["projects:read", "projects:write"]).json()["key"]
     member = add_member(http, account, "member")
     suspend_id = f"suspend-{uuid.uuid4().hex}"
-    suspended = http.post(f"/v1/admin/tenants/{account.tenant_id}/suspend",
-                          headers=headers | {"X-Request-ID": suspend_id})
+    suspended = http.post(
+        f"/v1/admin/tenants/{account.tenant_id}/suspend", headers=headers | {"X-Request-ID": suspend_id}
+    )
     assert suspended.status_code == 200, suspended.text
     assert suspended.json()["status"] == "suspended" and suspended.json()["suspended_at"]
     assert http.get("/v1/projects", headers=account.headers).status_code == 200
@@ -543,8 +606,11 @@ def test_platform_admin(http, sign_up, owner):
     problem(create_project(http, key_header(key)), 403, "tenant_suspended")
     problem(invite(http, account, new_email()), 403, "tenant_suspended")
     problem(create_key(http, account, ["projects:read"]), 403, "tenant_suspended")
-    problem(http.patch(f"/v1/members/{member.user_id}", headers=account.headers, json={"role": "viewer"}),
-            403, "tenant_suspended")
+    problem(
+        http.patch(f"/v1/members/{member.user_id}", headers=account.headers, json={"role": "viewer"}),
+        403,
+        "tenant_suspended",
+    )
     problem(http.delete(f"/v1/members/{member.user_id}", headers=account.headers), 403, "tenant_suspended")
     assert find_tenant(http, headers, account.tenant_id)["status"] == "suspended"
 
@@ -565,35 +631,63 @@ def test_platform_admin(http, sign_up, owner):
     problem(create_project(http, account.headers), 403, "tenant_deleted")
     problem(http.get("/v1/projects", headers=key_header(key)), 403, "tenant_deleted")
     problem(http.get("/v1/members", headers=member.headers), 403, "tenant_deleted")
-    problem(http.post(f"/v1/admin/tenants/{account.tenant_id}/reactivate", headers=headers),
-            409, "tenant_deleted_final")
+    problem(
+        http.post(f"/v1/admin/tenants/{account.tenant_id}/reactivate", headers=headers), 409, "tenant_deleted_final"
+    )
     problem(http.post(f"/v1/admin/tenants/{uuid.uuid4()}/suspend", headers=headers), 404, "not_found")
 
     # a new tenant for an existing user, who can switch into it as its owner
     slug = f"adm-{uuid.uuid4().hex[:10]}"
-    created = http.post("/v1/admin/tenants", headers=headers,
-                        json={"slug": slug, "name": "Made by admin", "plan": "pro", "owner_user_id": account.user_id})
+    created = http.post(
+        "/v1/admin/tenants",
+        headers=headers,
+        json={"slug": slug, "name": "Made by admin", "plan": "pro", "owner_user_id": account.user_id},
+    )
     assert created.status_code == 201, created.text
     tenant = created.json()
     assert tenant["slug"] == slug and tenant["plan_id"] == "pro" and tenant["status"] == "active"
     switched = http.post("/v1/auth/switch-tenant", headers=admin.headers, json={"tenant_id": tenant["tenant_id"]})
     problem(switched, 403, "not_a_member")  # the admin is not its member
     own = login(http, account.email, account.password, tenant["tenant_id"])
-    switched = http.post("/v1/auth/switch-tenant", headers=bearer(own["access_token"]),
-                         json={"tenant_id": tenant["tenant_id"]})
+    switched = http.post(
+        "/v1/auth/switch-tenant", headers=bearer(own["access_token"]), json={"tenant_id": tenant["tenant_id"]}
+    )
     assert switched.status_code == 200, switched.text
     assert switched.json()["tenant_id"] == tenant["tenant_id"] and switched.json()["role"] == "owner"
     assert create_project(http, bearer(switched.json()["access_token"])).status_code == 201
     created_actions = http.get(f"/v1/admin/tenants/{tenant['tenant_id']}/actions", headers=headers).json()["items"]
     assert [(a["action"], a["admin_user_id"]) for a in created_actions] == [("create", admin.user_id)]
-    problem(http.post("/v1/admin/tenants", headers=headers,
-                      json={"slug": slug, "name": "Again", "owner_user_id": account.user_id}), 409, "slug_taken")
-    problem(http.post("/v1/admin/tenants", headers=headers,
-                      json={"slug": f"adm-{uuid.uuid4().hex[:10]}", "name": "Nobody",
-                            "owner_user_id": str(uuid.uuid4())}), 404, "not_found", field="owner_user_id")
-    problem(http.post("/v1/admin/tenants", headers=headers,
-                      json={"slug": f"adm-{uuid.uuid4().hex[:10]}", "name": "No plan", "plan": "platinum",
-                            "owner_user_id": account.user_id}), 422, "unknown_reference")
+    problem(
+        http.post(
+            "/v1/admin/tenants", headers=headers, json={"slug": slug, "name": "Again", "owner_user_id": account.user_id}
+        ),
+        409,
+        "slug_taken",
+    )
+    problem(
+        http.post(
+            "/v1/admin/tenants",
+            headers=headers,
+            json={"slug": f"adm-{uuid.uuid4().hex[:10]}", "name": "Nobody", "owner_user_id": str(uuid.uuid4())},
+        ),
+        404,
+        "not_found",
+        field="owner_user_id",
+    )
+    problem(
+        http.post(
+            "/v1/admin/tenants",
+            headers=headers,
+            json={
+                "slug": f"adm-{uuid.uuid4().hex[:10]}",
+                "name": "No plan",
+                "plan": "platinum",
+                "owner_user_id": account.user_id,
+            },
+        ),
+        422,
+        "unknown_reference",
+    )
 
     # an API key never reaches admin routes, whatever its tenant
     key = create_key(http, sign_up(), ["projects:read"]).json()["key"]

@@ -11,8 +11,8 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import TEST_JWT_SECRET
-from tests.helpers import bearer, problem
+from tests.helpers import TEST_JWT_SECRET, bearer, problem
+
 
 def login(http, email: str, password: str, **extra):
     return http.post("/v1/auth/login", json={"email": email, "password": password, **extra})
@@ -26,8 +26,14 @@ def logged_in(http, account) -> dict:
 
 def signup_body(tag: str | None = None, **changes) -> dict:
     tag = tag or uuid.uuid4().hex[:12]
-    return {"email": f"a-{tag}@tenantry.test", "name": f"A {tag}", "password": "password-" + tag,
-            "tenant_slug": f"a-{tag}", "tenant_name": f"Tenant {tag}", "plan": "enterprise"} | changes
+    return {
+        "email": f"a-{tag}@tenantry.test",
+        "name": f"A {tag}",
+        "password": "password-" + tag,
+        "tenant_slug": f"a-{tag}",
+        "tenant_name": f"Tenant {tag}",
+        "plan": "enterprise",
+    } | changes
 
 
 # -- sign-up -------------------------------------------------------------------------------
@@ -59,12 +65,15 @@ def test_signup_duplicate_email_and_slug(http, sign_up):
     problem(http.post("/v1/signup", json=signup_body(tenant_slug=slug)), 409, "slug_taken", field="slug")
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"email": None}, "email"),               # missing
-    ({"password": None}, "password"),         # missing
-    ({"password": "short"}, "password"),      # under 10 characters
-    ({"is_admin": True}, "is_admin"),         # not a field of the body
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"email": None}, "email"),  # missing
+        ({"password": None}, "password"),  # missing
+        ({"password": "short"}, "password"),  # under 10 characters
+        ({"is_admin": True}, "is_admin"),  # not a field of the body
+    ],
+)
 def test_signup_bad_body_names_the_field(http, change, field):
     data = signup_body()
     for name, value in change.items():
@@ -105,8 +114,9 @@ def test_login_right_and_wrong_password(http, sign_up):
     assert me.status_code == 200 and me.json()["email"] == account.email
 
     wrong = problem(login(http, account.email, account.password + "x"), 401, "invalid_credentials")
-    unknown = problem(login(http, f"nobody-{uuid.uuid4().hex}@tenantry.test", account.password),
-                      401, "invalid_credentials")
+    unknown = problem(
+        login(http, f"nobody-{uuid.uuid4().hex}@tenantry.test", account.password), 401, "invalid_credentials"
+    )
     assert wrong["detail"] == unknown["detail"]  # nothing tells the two apart
 
 
@@ -239,17 +249,29 @@ def test_sessions_list_and_revoke(http, sign_up):
     after = {s["session_id"] for s in http.get("/v1/auth/sessions", headers=bearer(a["access_token"])).json()["items"]}
     assert b["session_id"] not in after and a["session_id"] in after
 
-    problem(http.delete(f"/v1/auth/sessions/{account.tenant_id}/{uuid.uuid4()}", headers=bearer(a["access_token"])),
-            404, "not_found")
-    problem(http.delete(f"/v1/auth/sessions/{account.tenant_id}/{b['session_id']}", headers=bearer(a["access_token"])),
-            404, "not_found")  # already revoked
-    problem(http.delete(f"/v1/auth/sessions/{account.tenant_id}/not-a-uuid", headers=bearer(a["access_token"])),
-            404, "not_found")
+    problem(
+        http.delete(f"/v1/auth/sessions/{account.tenant_id}/{uuid.uuid4()}", headers=bearer(a["access_token"])),
+        404,
+        "not_found",
+    )
+    problem(
+        http.delete(f"/v1/auth/sessions/{account.tenant_id}/{b['session_id']}", headers=bearer(a["access_token"])),
+        404,
+        "not_found",
+    )  # already revoked
+    problem(
+        http.delete(f"/v1/auth/sessions/{account.tenant_id}/not-a-uuid", headers=bearer(a["access_token"])),
+        404,
+        "not_found",
+    )
 
     # another user cannot revoke this user's session
     stranger = sign_up()
-    problem(http.delete(f"/v1/auth/sessions/{account.tenant_id}/{a['session_id']}", headers=stranger.headers),
-            404, "not_found")
+    problem(
+        http.delete(f"/v1/auth/sessions/{account.tenant_id}/{a['session_id']}", headers=stranger.headers),
+        404,
+        "not_found",
+    )
     assert http.get("/v1/auth/me", headers=bearer(a["access_token"])).status_code == 200
 
     c = logged_in(http, account)
@@ -271,8 +293,11 @@ def test_api_keys_cannot_call_user_only_routes(http, sign_up):
     problem(http.get("/v1/auth/sessions", headers=key), 403, "user_token_required")
     problem(http.delete("/v1/auth/sessions", headers=key), 403, "user_token_required")
     problem(http.post("/v1/auth/logout", headers=key), 403, "user_token_required")
-    problem(http.post("/v1/auth/switch-tenant", headers=key, json={"tenant_id": account.tenant_id}),
-            403, "user_token_required")
+    problem(
+        http.post("/v1/auth/switch-tenant", headers=key, json={"tenant_id": account.tenant_id}),
+        403,
+        "user_token_required",
+    )
     # the key itself is fine on routes open to keys
     me = http.get("/v1/auth/me", headers=key)
     assert me.status_code == 200 and me.json()["actor_type"] == "api_key"
@@ -288,8 +313,7 @@ def test_switch_tenant(http, sign_up):
     assert invited.status_code == 201, invited.text
     accepted = http.post("/v1/invitations/accept", json={"token": invited.json()["token"]})
     assert accepted.status_code == 200, accepted.text
-    assert accepted.json() == {"user_id": b.user_id, "tenant_id": a.tenant_id, "role": "member",
-                               "created_user": False}
+    assert accepted.json() == {"user_id": b.user_id, "tenant_id": a.tenant_id, "role": "member", "created_user": False}
 
     switched = http.post("/v1/auth/switch-tenant", headers=b.headers, json={"tenant_id": a.tenant_id})
     assert switched.status_code == 200, switched.text
@@ -313,10 +337,14 @@ def test_switch_tenant(http, sign_up):
 
     # a tenant B is not a member of
     c = sign_up()
-    problem(http.post("/v1/auth/switch-tenant", headers=b.headers, json={"tenant_id": c.tenant_id}),
-            403, "not_a_member")
-    problem(http.post("/v1/auth/switch-tenant", headers=b.headers, json={"tenant_id": str(uuid.uuid4())}),
-            403, "not_a_member")
+    problem(
+        http.post("/v1/auth/switch-tenant", headers=b.headers, json={"tenant_id": c.tenant_id}), 403, "not_a_member"
+    )
+    problem(
+        http.post("/v1/auth/switch-tenant", headers=b.headers, json={"tenant_id": str(uuid.uuid4())}),
+        403,
+        "not_a_member",
+    )
     problem(login(http, b.email, b.password, tenant_id=c.tenant_id), 403, "not_a_member")
 
 

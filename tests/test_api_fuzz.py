@@ -52,17 +52,28 @@ def admin_headers(http, sign_up, owner_url) -> dict[str, str]:
 
 def fuzz_command(api_url: str, authorization: str, *selection: str) -> list[str]:
     return [
-        str(SCHEMATHESIS), "run", f"{api_url}/v1/openapi.json",
-        "-H", f"Authorization: {authorization}",
-        "--checks", "not_a_server_error",
-        "--phases", "examples,coverage,fuzzing",
-        "--max-examples", "30",
-        "--seed", "20250101",
-        "--workers", "1",
-        "--generation-database", "none",
+        str(SCHEMATHESIS),
+        "run",
+        f"{api_url}/v1/openapi.json",
+        "-H",
+        f"Authorization: {authorization}",
+        "--checks",
+        "not_a_server_error",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        "30",
+        "--seed",
+        "20250101",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
         "--continue-on-failure",
-        "--generation-allow-x00", "true",
-        "--request-timeout", "10",
+        "--generation-allow-x00",
+        "true",
+        "--request-timeout",
+        "10",
         "--no-color",
         *selection,
     ]
@@ -72,11 +83,12 @@ def fuzz(command: list[str], cwd: Path) -> tuple[str, str, int]:
     """Run schemathesis; assert it found no server error (and did not crash). Returns
     the output, its summary, and how many operations were tested."""
     assert SCHEMATHESIS.exists(), SCHEMATHESIS
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240,
-                          env=os.environ | {"NO_COLOR": "1"})
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=240, env=os.environ | {"NO_COLOR": "1"}
+    )
     output = done.stdout + done.stderr
     (cwd / "schemathesis.log").write_text(output)
-    summary = output[output.find("SUMMARY"):] if "SUMMARY" in output else output[-4000:]
+    summary = output[output.find("SUMMARY") :] if "SUMMARY" in output else output[-4000:]
     assert done.returncode == 0, output[-15000:]
     assert "ST101" not in output and "Server error" not in output, output[-15000:]
     assert "Runtime Error" not in output, summary
@@ -87,10 +99,17 @@ def fuzz(command: list[str], cwd: Path) -> tuple[str, str, int]:
     return output, summary, int(tested.group(1))
 
 
+@pytest.mark.slow
 def test_fuzzing_as_a_tenant_owner_finds_no_server_error(http, api_url, sign_up, tmp_path):
     account = sign_up()
-    command = fuzz_command(api_url, account.headers["Authorization"],
-                           "--exclude-path", "/v1/auth/logout", "--exclude-path", "/v1/auth/sessions")
+    command = fuzz_command(
+        api_url,
+        account.headers["Authorization"],
+        "--exclude-path",
+        "/v1/auth/logout",
+        "--exclude-path",
+        "/v1/auth/sessions",
+    )
     output, summary, tested = fuzz(command, tmp_path)
     assert tested >= 38, summary  # every operation but the two left out
     assert int(re.search(r"(\d+) generated", output).group(1)) >= 1000, summary
@@ -98,6 +117,7 @@ def test_fuzzing_as_a_tenant_owner_finds_no_server_error(http, api_url, sign_up,
     assert http.get("/v1/auth/me", headers=account.headers).status_code == 200
 
 
+@pytest.mark.slow
 def test_fuzzing_admin_reads_and_creates_finds_no_server_error(http, api_url, admin_headers, tmp_path):
     command = fuzz_command(api_url, admin_headers["Authorization"], "--include-path-regex", ADMIN_SAFE_PATHS)
     output, summary, tested = fuzz(command, tmp_path)
@@ -113,8 +133,7 @@ def test_nul_character_in_api_key_scope_is_a_client_error(http, sign_up):
     # found by schemathesis (with NUL characters allowed): POST /v1/api-keys with a NUL in a scope
     # was a 500 (psycopg.DataError without SQLSTATE, unmapped in api/errors.py)
     account = sign_up()
-    resp = http.post("/v1/api-keys", headers=account.headers,
-                     json={"name": "fuzz", "scopes": ["projects:read\u0000"]})
+    resp = http.post("/v1/api-keys", headers=account.headers, json={"name": "fuzz", "scopes": ["projects:read\u0000"]})
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
 
@@ -126,9 +145,16 @@ def test_nul_characters_in_text_parameters_are_client_errors(http, sign_up):
     answers = {
         "invitation email": http.post("/v1/invitations", headers=account.headers, json={"email": "a\u0000@x.test"}),
         "login email (anonymous)": http.post("/v1/auth/login", json={"email": "a\u0000@x.test", "password": "x"}),
-        "signup email (anonymous)": http.post("/v1/signup", json={
-            "email": f"n{tag}\u0000@x.test", "name": "n", "password": "password-" + tag, "tenant_slug": f"n-{tag}",
-            "tenant_name": "N"}),
+        "signup email (anonymous)": http.post(
+            "/v1/signup",
+            json={
+                "email": f"n{tag}\u0000@x.test",
+                "name": "n",
+                "password": "password-" + tag,
+                "tenant_slug": f"n-{tag}",
+                "tenant_name": "N",
+            },
+        ),
     }
     statuses = {what: resp.status_code for what, resp in answers.items()}
     assert all(400 <= status < 500 for status in statuses.values()), statuses
@@ -142,10 +168,12 @@ def test_nul_characters_in_patch_bodies_are_client_errors(http, sign_up):
     task = http.post("/v1/tasks", headers=account.headers, json={"project_id": project["project_id"], "title": "t"})
     assert task.status_code == 201, task.text
     answers = {
-        "task title": http.patch(f"/v1/tasks/{task.json()['task_id']}", headers=account.headers,
-                                 json={"title": "a\u0000"}),
-        "project description": http.patch(f"/v1/projects/{project['project_id']}", headers=account.headers,
-                                          json={"description": "\u0000"}),
+        "task title": http.patch(
+            f"/v1/tasks/{task.json()['task_id']}", headers=account.headers, json={"title": "a\u0000"}
+        ),
+        "project description": http.patch(
+            f"/v1/projects/{project['project_id']}", headers=account.headers, json={"description": "\u0000"}
+        ),
     }
     statuses = {what: resp.status_code for what, resp in answers.items()}
     assert statuses == {"task title": 422, "project description": 422}, {w: r.text for w, r in answers.items()}

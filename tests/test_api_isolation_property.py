@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from tests.helpers import bearer
 
 NAMES = ["alpha", "Alpha", "beta", "BETA", "gamma"]
@@ -50,15 +51,23 @@ def fresh_credentials(http, world: World) -> list[dict[str, str]]:
     tokens = []
     for owner_index in (0, 0, 1):
         user_id, headers = world.owners[owner_index]
-        created = http.post("/v1/admin/tenants", headers=world.admin, json={
-            "slug": f"p-{uuid.uuid4().hex[:16]}", "name": "Property tenant", "plan": "enterprise",
-            "owner_user_id": user_id})
+        created = http.post(
+            "/v1/admin/tenants",
+            headers=world.admin,
+            json={
+                "slug": f"p-{uuid.uuid4().hex[:16]}",
+                "name": "Property tenant",
+                "plan": "enterprise",
+                "owner_user_id": user_id,
+            },
+        )
         assert created.status_code == 201, created.text
         switched = http.post("/v1/auth/switch-tenant", headers=headers, json={"tenant_id": created.json()["tenant_id"]})
         assert switched.status_code == 200, switched.text
         tokens.append(bearer(switched.json()["access_token"]))
-    key = http.post("/v1/api-keys", headers=tokens[0],
-                    json={"name": "prop", "scopes": ["projects:read", "projects:write"]})
+    key = http.post(
+        "/v1/api-keys", headers=tokens[0], json={"name": "prop", "scopes": ["projects:read", "projects:write"]}
+    )
     assert key.status_code == 201, key.text
     return [tokens[0], {"X-API-Key": key.json()["key"]}, tokens[1], tokens[2]]
 
@@ -78,8 +87,11 @@ class Model:
         return t is not None and t["tenant"] == tenant and not t["deleted"]
 
     def name_taken(self, tenant: int, name: str, besides: str | None = None) -> bool:
-        return any(p["tenant"] == tenant and not p["deleted"] and p["name"].lower() == name.lower()
-                   for pid, p in self.projects.items() if pid != besides)
+        return any(
+            p["tenant"] == tenant and not p["deleted"] and p["name"].lower() == name.lower()
+            for pid, p in self.projects.items()
+            if pid != besides
+        )
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -104,7 +116,10 @@ target = st.tuples(st.booleans(), st.integers(0, 10_000))
 create_project = st.tuples(st.just("create_project"), actor, st.sampled_from(NAMES))
 create_task = st.tuples(st.just("create_task"), actor, target)
 operations = st.one_of(
-    create_project, create_project, create_task, create_task,
+    create_project,
+    create_project,
+    create_task,
+    create_task,
     st.tuples(st.just("get_project"), actor, target),
     st.tuples(st.just("patch_project"), actor, target, st.none() | st.sampled_from(NAMES)),
     st.tuples(st.just("delete_project"), actor, target),
@@ -128,23 +143,28 @@ def check_project(body: dict, model: dict) -> None:
 
 
 def check_task(body: dict, model: dict) -> None:
-    assert (body["project_id"], body["title"], body["status"]) == (model["project"], model["title"],
-                                                                    model["status"]), (body, model)
+    assert (body["project_id"], body["title"], body["status"]) == (model["project"], model["title"], model["status"]), (
+        body,
+        model,
+    )
     assert (body["deleted_at"] is not None) == model["deleted"], (body, model)
 
 
 def check_lists(http, headers: dict[str, str], tenant: int, model: Model, include_deleted: bool) -> None:
     """What the credential's lists return is exactly the model of its tenant."""
-    for path, objects, key, check in (("/v1/projects", model.projects, "project_id", check_project),
-                                      ("/v1/tasks", model.tasks, "task_id", check_task)):
+    for path, objects, key, check in (
+        ("/v1/projects", model.projects, "project_id", check_project),
+        ("/v1/tasks", model.tasks, "task_id", check_task),
+    ):
         resp = http.get(path, headers=headers, params={"limit": "200", "include_deleted": str(include_deleted).lower()})
         assert resp.status_code == 200, resp.text
         page = resp.json()
         assert page["next_cursor"] is None
         listed = [item[key] for item in page["items"]]
         assert len(listed) == len(set(listed))
-        expected = [oid for oid, o in objects.items()
-                    if o["tenant"] == tenant and (include_deleted or not o["deleted"])]
+        expected = [
+            oid for oid, o in objects.items() if o["tenant"] == tenant and (include_deleted or not o["deleted"])
+        ]
         assert listed == expected, (path, listed, expected)  # also the order: oldest first
         for item in page["items"]:
             check(item, objects[item[key]])
@@ -161,8 +181,12 @@ def apply(http, credentials, model: Model, op: tuple) -> None:
             assert resp.status_code == 409 and resp.json()["code"] == "duplicate_name", resp.text
         else:
             assert resp.status_code == 201, resp.text
-            model.projects[resp.json()["project_id"]] = {"tenant": tenant, "name": name, "description": "d",
-                                                         "deleted": False}
+            model.projects[resp.json()["project_id"]] = {
+                "tenant": tenant,
+                "name": name,
+                "description": "d",
+                "deleted": False,
+            }
     elif kind == "get_project":
         pid = pick(model.projects, tenant, op[2])
         resp = http.get(f"/v1/projects/{pid}", headers=headers)
@@ -200,8 +224,13 @@ def apply(http, credentials, model: Model, op: tuple) -> None:
         resp = http.post("/v1/tasks", headers=headers, json={"project_id": pid, "title": title})
         if model.own_live_project(tenant, pid):
             assert resp.status_code == 201, resp.text
-            model.tasks[resp.json()["task_id"]] = {"tenant": tenant, "project": pid, "title": title,
-                                                   "status": "todo", "deleted": False}
+            model.tasks[resp.json()["task_id"]] = {
+                "tenant": tenant,
+                "project": pid,
+                "title": title,
+                "status": "todo",
+                "deleted": False,
+            }
         else:
             expect_not_found(resp)
     elif kind == "get_task":
@@ -259,6 +288,7 @@ def prelude(layout) -> list[tuple]:
     return ops
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout=layouts, ops=st.lists(operations, min_size=10, max_size=30))
 def test_a_credential_only_ever_sees_its_own_tenant(http, world, layout, ops):

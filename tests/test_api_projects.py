@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
 import re
 import threading
@@ -17,8 +18,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_api
-from tests.helpers import PROBLEM_FIELDS, no_leak, problem
+from db.local.postgres import free_port
+from tests.helpers import PROBLEM_FIELDS, no_leak, problem, start_api
+
 
 def ok(resp: httpx.Response, status: int = 200) -> dict:
     assert resp.status_code == status, resp.text
@@ -86,8 +88,12 @@ def test_project_crud_and_soft_delete(http, sign_up):
     assert ts(changed["updated_at"]) >= ts(created["updated_at"])
     assert changed["created_at"] == created["created_at"]
     assert ok(http.get(f"/v1/projects/{pid}", headers=acct.headers)) == changed
-    problem(http.patch(f"/v1/projects/{pid}", headers=acct.headers, json={"owner": "me"}), 422,
-            "invalid_body", field="owner")
+    problem(
+        http.patch(f"/v1/projects/{pid}", headers=acct.headers, json={"owner": "me"}),
+        422,
+        "invalid_body",
+        field="owner",
+    )
 
     other = make_project(http, acct)
     assert ids(walk(http, acct.headers, "/v1/projects"), "project_id") == [pid, other["project_id"]]
@@ -107,16 +113,23 @@ def test_project_crud_and_soft_delete(http, sign_up):
 def test_live_project_names_are_unique_ignoring_case(http, sign_up):
     acct = sign_up()
     alpha = make_project(http, acct, "Alpha")
-    body = problem(http.post("/v1/projects", headers=acct.headers, json={"name": "ALPHA"}), 409,
-                   "duplicate_name", field="name")
+    body = problem(
+        http.post("/v1/projects", headers=acct.headers, json={"name": "ALPHA"}), 409, "duplicate_name", field="name"
+    )
     assert body.get("hint")
     beta = make_project(http, acct, "Beta")
-    problem(http.patch(f"/v1/projects/{beta['project_id']}", headers=acct.headers, json={"name": "alpha"}),
-            409, "duplicate_name", field="name")
+    problem(
+        http.patch(f"/v1/projects/{beta['project_id']}", headers=acct.headers, json={"name": "alpha"}),
+        409,
+        "duplicate_name",
+        field="name",
+    )
     assert ok(http.get(f"/v1/projects/{beta['project_id']}", headers=acct.headers))["name"] == "Beta"
     # renaming a project to its own name in another case is not a conflict
-    assert ok(http.patch(f"/v1/projects/{alpha['project_id']}", headers=acct.headers,
-                         json={"name": "alpha"}))["name"] == "alpha"
+    assert (
+        ok(http.patch(f"/v1/projects/{alpha['project_id']}", headers=acct.headers, json={"name": "alpha"}))["name"]
+        == "alpha"
+    )
     # a deleted project's name is free again
     ok(http.delete(f"/v1/projects/{alpha['project_id']}", headers=acct.headers))
     assert make_project(http, acct, "aLpHa")["name"] == "aLpHa"
@@ -151,14 +164,25 @@ def test_tasks_crud_and_filters(http, sign_up):
     assert listed(project_id=p2, status="in_progress", assignee_id=me) == [t4["task_id"]]
     assert listed(project_id=p2, status="done") == []
     assert listed(project_id=str(uuid.uuid4())) == []
-    problem(http.get("/v1/tasks", headers=acct.headers, params={"project_id": "p1"}), 422,
-            "invalid_parameter", field="project_id")
-    problem(http.get("/v1/tasks", headers=acct.headers, params={"assignee_id": "me"}), 422,
-            "invalid_parameter", field="assignee_id")
+    problem(
+        http.get("/v1/tasks", headers=acct.headers, params={"project_id": "p1"}),
+        422,
+        "invalid_parameter",
+        field="project_id",
+    )
+    problem(
+        http.get("/v1/tasks", headers=acct.headers, params={"assignee_id": "me"}),
+        422,
+        "invalid_parameter",
+        field="assignee_id",
+    )
 
     # PATCH: partial, null clears assignee_id, moves between projects
-    changed = ok(http.patch(f"/v1/tasks/{t1['task_id']}", headers=acct.headers,
-                            json={"status": "in_progress", "assignee_id": None}))
+    changed = ok(
+        http.patch(
+            f"/v1/tasks/{t1['task_id']}", headers=acct.headers, json={"status": "in_progress", "assignee_id": None}
+        )
+    )
     assert (changed["status"], changed["assignee_id"], changed["title"]) == ("in_progress", None, "one")
     moved = ok(http.patch(f"/v1/tasks/{t3['task_id']}", headers=acct.headers, json={"project_id": p1}))
     assert moved["project_id"] == p1 and moved["assignee_id"] == someone
@@ -166,22 +190,43 @@ def test_tasks_crud_and_filters(http, sign_up):
     assert listed(assignee_id=me) == [t4["task_id"]]
 
     # bad values: validated at the edge or by the database, always naming the field
-    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"status": "blocked"}), 422,
-            "invalid_body", field="status")
-    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"due_date": "someday"}), 422,
-            "invalid_body", field="due_date")
-    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"colour": "red"}), 422,
-            "invalid_body", field="colour")
-    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"title": None}), 422,
-            "missing_value", field="title")
-    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"title": "   "}), 422,
-            "invalid_value")
-    problem(http.post("/v1/tasks", headers=acct.headers, json={"project_id": p1, "title": "x", "status": "new"}),
-            422, "invalid_body", field="status")
-    problem(http.post("/v1/tasks", headers=acct.headers, json={"title": "x"}), 422, "invalid_body",
-            field="project_id")
-    problem(http.post("/v1/tasks", headers=acct.headers, json={"project_id": str(uuid.uuid4()), "title": "x"}),
-            404, "not_found")
+    problem(
+        http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"status": "blocked"}),
+        422,
+        "invalid_body",
+        field="status",
+    )
+    problem(
+        http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"due_date": "someday"}),
+        422,
+        "invalid_body",
+        field="due_date",
+    )
+    problem(
+        http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"colour": "red"}),
+        422,
+        "invalid_body",
+        field="colour",
+    )
+    problem(
+        http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"title": None}),
+        422,
+        "missing_value",
+        field="title",
+    )
+    problem(http.patch(f"/v1/tasks/{t2['task_id']}", headers=acct.headers, json={"title": "   "}), 422, "invalid_value")
+    problem(
+        http.post("/v1/tasks", headers=acct.headers, json={"project_id": p1, "title": "x", "status": "new"}),
+        422,
+        "invalid_body",
+        field="status",
+    )
+    problem(http.post("/v1/tasks", headers=acct.headers, json={"title": "x"}), 422, "invalid_body", field="project_id")
+    problem(
+        http.post("/v1/tasks", headers=acct.headers, json={"project_id": str(uuid.uuid4()), "title": "x"}),
+        404,
+        "not_found",
+    )
     assert ok(http.get(f"/v1/tasks/{t2['task_id']}", headers=acct.headers)) == t2  # nothing changed
 
     deleted = ok(http.delete(f"/v1/tasks/{t2['task_id']}", headers=acct.headers))
@@ -201,8 +246,9 @@ def test_deleting_a_project_soft_deletes_its_tasks(http, sign_up):
     pid = project["project_id"]
     earlier = make_task(http, acct, pid)
     ok(http.delete(f"/v1/tasks/{earlier['task_id']}", headers=acct.headers))
-    earlier_deleted_at = ok(http.get("/v1/tasks", headers=acct.headers, params={"include_deleted": "true"}))[
-        "items"][0]["deleted_at"]
+    earlier_deleted_at = ok(http.get("/v1/tasks", headers=acct.headers, params={"include_deleted": "true"}))["items"][
+        0
+    ]["deleted_at"]
     live = [make_task(http, acct, pid) for _ in range(3)]
     other = make_task(http, acct, keep["project_id"])
 
@@ -217,10 +263,10 @@ def test_deleting_a_project_soft_deletes_its_tasks(http, sign_up):
     assert ids(walk(http, acct.headers, "/v1/tasks"), "task_id") == [other["task_id"]]
 
     # a deleted project takes no tasks, new or moved
-    problem(http.post("/v1/tasks", headers=acct.headers, json={"project_id": pid, "title": "late"}), 404,
-            "not_found")
-    problem(http.patch(f"/v1/tasks/{other['task_id']}", headers=acct.headers, json={"project_id": pid}), 404,
-            "not_found")
+    problem(http.post("/v1/tasks", headers=acct.headers, json={"project_id": pid, "title": "late"}), 404, "not_found")
+    problem(
+        http.patch(f"/v1/tasks/{other['task_id']}", headers=acct.headers, json={"project_id": pid}), 404, "not_found"
+    )
     assert ok(http.get(f"/v1/tasks/{other['task_id']}", headers=acct.headers))["project_id"] == keep["project_id"]
 
 
@@ -228,8 +274,7 @@ def test_deleting_a_project_soft_deletes_its_tasks(http, sign_up):
 
 
 def test_invalid_uuid_in_path_is_not_found(http, account):
-    for path in ("/v1/projects/not-a-uuid", "/v1/projects/123", "/v1/tasks/xyz",
-                 f"/v1/tasks/{uuid.uuid4().hex[:-1]}"):
+    for path in ("/v1/projects/not-a-uuid", "/v1/projects/123", "/v1/tasks/xyz", f"/v1/tasks/{uuid.uuid4().hex[:-1]}"):
         problem(http.get(path, headers=account.headers), 404, "not_found")
         problem(http.patch(path, headers=account.headers, json={"description": "x"}), 404, "not_found")
         problem(http.delete(path, headers=account.headers), 404, "not_found")
@@ -249,9 +294,11 @@ def test_another_tenants_ids_are_not_found_like_random_ids(http, sign_up):
     my_task = make_task(http, mine, my_project["project_id"])
 
     calls = [
-        ("GET", "/v1/projects/{}", None), ("PATCH", "/v1/projects/{}", {"name": "Mine now"}),
+        ("GET", "/v1/projects/{}", None),
+        ("PATCH", "/v1/projects/{}", {"name": "Mine now"}),
         ("DELETE", "/v1/projects/{}", None),
-        ("GET", "/v1/tasks/{}", None), ("PATCH", "/v1/tasks/{}", {"title": "mine now"}),
+        ("GET", "/v1/tasks/{}", None),
+        ("PATCH", "/v1/tasks/{}", {"title": "mine now"}),
         ("DELETE", "/v1/tasks/{}", None),
     ]
     for method, template, payload in calls:
@@ -265,14 +312,20 @@ def test_another_tenants_ids_are_not_found_like_random_ids(http, sign_up):
 
     # references to their project from my calls are "not found" too
     for project_id in (their_project["project_id"], str(uuid.uuid4())):
-        problem(http.post("/v1/tasks", headers=mine.headers, json={"project_id": project_id, "title": "t"}),
-                404, "not_found")
-        problem(http.patch(f"/v1/tasks/{my_task['task_id']}", headers=mine.headers,
-                           json={"project_id": project_id}), 404, "not_found")
-    assert walk(http, mine.headers, "/v1/tasks", project_id=their_project["project_id"],
-                include_deleted="true") == []
+        problem(
+            http.post("/v1/tasks", headers=mine.headers, json={"project_id": project_id, "title": "t"}),
+            404,
+            "not_found",
+        )
+        problem(
+            http.patch(f"/v1/tasks/{my_task['task_id']}", headers=mine.headers, json={"project_id": project_id}),
+            404,
+            "not_found",
+        )
+    assert walk(http, mine.headers, "/v1/tasks", project_id=their_project["project_id"], include_deleted="true") == []
     assert ids(walk(http, mine.headers, "/v1/projects", include_deleted="true"), "project_id") == [
-        my_project["project_id"]]
+        my_project["project_id"]
+    ]
 
     # and nothing of theirs changed
     assert ok(http.get(f"/v1/projects/{their_project['project_id']}", headers=theirs.headers)) == their_project
@@ -282,31 +335,51 @@ def test_another_tenants_ids_are_not_found_like_random_ids(http, sign_up):
 @pytest.mark.parametrize("path", ["/v1/projects", "/v1/tasks"])
 def test_bad_limit_and_cursor_are_422(http, account, path):
     for limit in ("0", "201", "-1", "abc", "1.5", "1e2", " 5", "999999999999999999999"):
-        problem(http.get(path, headers=account.headers, params={"limit": limit}), 422, "invalid_parameter",
-                field="limit")
+        problem(
+            http.get(path, headers=account.headers, params={"limit": limit}), 422, "invalid_parameter", field="limit"
+        )
     for limit in ("1", "200"):
         ok(http.get(path, headers=account.headers, params={"limit": limit}))
     good_time = "2024-01-01T00:00:00+00:00"
-    for cursor in ("x", "!!!!", "bm90IGpzb24", cursor_of([1]), cursor_of("ab"), cursor_of(5), cursor_of(None),
-                   cursor_of({"a": 1, "b": 2}), cursor_of([good_time, "not-a-uuid"]),
-                   cursor_of(["yesterday", str(uuid.uuid4())]), cursor_of([1, 2]),
-                   cursor_of([good_time, str(uuid.uuid4()), "extra"])):
-        problem(http.get(path, headers=account.headers, params={"cursor": cursor}), 422, "invalid_parameter",
-                field="cursor")
+    for cursor in (
+        "x",
+        "!!!!",
+        "bm90IGpzb24",
+        cursor_of([1]),
+        cursor_of("ab"),
+        cursor_of(5),
+        cursor_of(None),
+        cursor_of({"a": 1, "b": 2}),
+        cursor_of([good_time, "not-a-uuid"]),
+        cursor_of(["yesterday", str(uuid.uuid4())]),
+        cursor_of([1, 2]),
+        cursor_of([good_time, str(uuid.uuid4()), "extra"]),
+    ):
+        problem(
+            http.get(path, headers=account.headers, params={"cursor": cursor}), 422, "invalid_parameter", field="cursor"
+        )
     ok(http.get(path, headers=account.headers, params={"cursor": cursor_of([good_time, str(uuid.uuid4())])}))
 
 
 # regression: str.isdigit() accepts '²', which int() refuses (was a 500)
 def test_unicode_digit_limit_is_422(http, account):
-    problem(http.get("/v1/projects", headers=account.headers, params={"limit": "²"}), 422,
-            "invalid_parameter", field="limit")
+    problem(
+        http.get("/v1/projects", headers=account.headers, params={"limit": "²"}),
+        422,
+        "invalid_parameter",
+        field="limit",
+    )
 
 
 # regression: deeply nested JSON in a cursor raised RecursionError (was a 500)
 def test_deeply_nested_cursor_is_422(http, account):
     cursor = base64.urlsafe_b64encode(b"[" * 2000).decode()
-    problem(http.get("/v1/projects", headers=account.headers, params={"cursor": cursor}), 422,
-            "invalid_parameter", field="cursor")
+    problem(
+        http.get("/v1/projects", headers=account.headers, params={"cursor": cursor}),
+        422,
+        "invalid_parameter",
+        field="cursor",
+    )
 
 
 # regression: psycopg refuses NUL in text with a DataError without SQLSTATE (was a 500)
@@ -332,10 +405,16 @@ def test_errors_are_problem_json_without_internals(http, account):
         (http.get("/v1/projects"), 401, "missing_credentials"),
         (http.get("/v1/projects", headers={"Authorization": "Bearer not.a.jwt"}), 401, None),
         (http.get("/v1/projects", headers={"X-API-Key": "tnt_nope_nope"}), 401, None),
-        (http.post("/v1/projects", headers=h | {"Content-Type": "application/json"}, content=b"{name"), 400,
-         "invalid_json"),
-        (http.post("/v1/projects", headers=h | {"Content-Type": "text/plain"}, content=b"{}"), 415,
-         "unsupported_media_type"),
+        (
+            http.post("/v1/projects", headers=h | {"Content-Type": "application/json"}, content=b"{name"),
+            400,
+            "invalid_json",
+        ),
+        (
+            http.post("/v1/projects", headers=h | {"Content-Type": "text/plain"}, content=b"{}"),
+            415,
+            "unsupported_media_type",
+        ),
         (http.post("/v1/projects", headers=h), 422, "missing_body"),
         (http.post("/v1/projects", headers=h, json=[1, 2]), 422, "invalid_body"),
         (http.post("/v1/projects", headers=h, json={"name": 5}), 422, "invalid_body"),
@@ -343,21 +422,28 @@ def test_errors_are_problem_json_without_internals(http, account):
         (http.post("/v1/projects", headers=h, json={"name": " "}), 422, "invalid_value"),
         (http.post("/v1/projects", headers=h, json={"name": project["name"]}), 409, "duplicate_name"),
         (http.get(f"/v1/projects/{uuid.uuid4()}", headers=h), 404, "not_found"),
-        (http.get("/v1/nothing-here", headers=h), 404, None),
-        (http.put("/v1/projects", headers=h, json={}), 405, None),
-        (http.get("/v1/projects", headers=h, params={"include_deleted": "perhaps"}), 400, None),
-        (http.post("/v1/projects", headers=h | {"Idempotency-Key": "k" * 256}, json={"name": "n"}), 422,
-         "invalid_idempotency_key"),
+        # Falcon's own errors: codes in the same snake_case style (no "404_not_found")
+        (http.get("/v1/nothing-here", headers=h), 404, "not_found"),
+        (http.put("/v1/projects", headers=h, json={}), 405, "method_not_allowed"),
+        (http.get("/v1/projects", headers=h, params={"include_deleted": "perhaps"}), 400, "invalid_parameter"),
+        (
+            http.post("/v1/projects", headers=h | {"Idempotency-Key": "k" * 256}, json={"name": "n"}),
+            422,
+            "invalid_idempotency_key",
+        ),
         # inputs that once failed unplanned (or still do): whatever the status, a 500 must be a bare
         # problem, with nothing of the exception in it
-        (http.get("/v1/projects", headers=h, params={"cursor": base64.urlsafe_b64encode(b"[" * 2000).decode()}),
-         None, None),
+        (
+            http.get("/v1/projects", headers=h, params={"cursor": base64.urlsafe_b64encode(b"[" * 2000).decode()}),
+            None,
+            None,
+        ),
         (http.patch(f"/v1/projects/{project['project_id']}", headers=h, json={"description": "\u0000"}), None, None),
     ]
     for resp, status, code in cases:
         assert resp.headers["content-type"].startswith("application/problem+json"), (resp.request.url, resp.text)
         body = resp.json()
-        assert PROBLEM_FIELDS <= body.keys(), body
+        assert body.keys() >= PROBLEM_FIELDS, body
         assert body["status"] == resp.status_code >= 400 and body["type"] == f"/problems/{body['code']}"
         assert body["request_id"] == resp.headers["X-Request-ID"]
         if status is not None:
@@ -420,7 +506,7 @@ def test_pagination_is_stable_under_concurrent_inserts(http, api_url, sign_up):
     walked = ids(seen, "project_id")
     assert len(walked) == len(set(walked)), "a project was returned twice"
     keys = [(ts(p["created_at"]), uuid.UUID(p["project_id"])) for p in seen]
-    assert all(a < b for a, b in zip(keys, keys[1:])), "keys are not strictly increasing"
+    assert all(a < b for a, b in itertools.pairwise(keys)), "keys are not strictly increasing"
     assert [pid for pid in walked if pid in set(before)] == before, "a project that existed was missed"
     assert set(walked) <= set(before) | set(inserted)
     assert pages >= 5
@@ -445,11 +531,18 @@ def test_idempotent_post_replays_the_first_answer(http, sign_up):
     assert len(_projects_named(http, acct, "Once")) == 1
 
     # another body under the same key is refused, and changes nothing
-    problem(http.post("/v1/projects", headers=acct.headers | key, json={"name": "Twice"}), 409,
-            "idempotency_key_reused", field="Idempotency-Key")
+    problem(
+        http.post("/v1/projects", headers=acct.headers | key, json={"name": "Twice"}),
+        409,
+        "idempotency_key_reused",
+        field="Idempotency-Key",
+    )
     # so is the same body on another path
-    problem(http.post("/v1/tasks", headers=acct.headers | key, json={"name": "Once", "description": "d"}), 409,
-            "idempotency_key_reused")
+    problem(
+        http.post("/v1/tasks", headers=acct.headers | key, json={"name": "Once", "description": "d"}),
+        409,
+        "idempotency_key_reused",
+    )
     assert _projects_named(http, acct, "Twice") == []
 
     # tasks too: one task however often the request is repeated
@@ -462,8 +555,11 @@ def test_idempotent_post_replays_the_first_answer(http, sign_up):
     assert len(walk(http, acct.headers, "/v1/tasks")) == 1
 
     # without a key, the same body creates again (and here collides on the name)
-    problem(http.post("/v1/projects", headers=acct.headers, json={"name": "Once", "description": "d"}), 409,
-            "duplicate_name")
+    problem(
+        http.post("/v1/projects", headers=acct.headers, json={"name": "Once", "description": "d"}),
+        409,
+        "duplicate_name",
+    )
 
 
 def test_idempotency_keys_are_per_tenant(http, sign_up):
@@ -493,7 +589,7 @@ def test_concurrent_duplicates_create_once(http, api_url, sign_up):
             barrier = threading.Barrier(2)
             answers: list[httpx.Response | None] = [None, None]
 
-            def send(i: int) -> None:
+            def send(i: int, barrier=barrier, answers=answers, key=key, body=body) -> None:
                 barrier.wait()
                 answers[i] = clients[i].post("/v1/projects", headers=acct.headers | key, json=body)
 
@@ -531,8 +627,9 @@ def test_a_failed_request_does_not_spend_its_key(http, sign_up):
     assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json() == fixed.json()
     # now the key is spent: the first (failed) body is a different request
-    problem(http.post("/v1/projects", headers=acct.headers | key, json={"name": "taken"}), 409,
-            "idempotency_key_reused")
+    problem(
+        http.post("/v1/projects", headers=acct.headers | key, json={"name": "taken"}), 409, "idempotency_key_reused"
+    )
 
     # 422 from the database (a blank name fails its CHECK), then 422 at the edge
     key = {"Idempotency-Key": "retry-after-422"}
@@ -552,8 +649,9 @@ def test_suspended_tenant_reads_but_cannot_write(http, sign_up, owner):
     task = make_task(http, acct, project["project_id"])
 
     admin = sign_up()
-    problem(http.post(f"/v1/admin/tenants/{acct.tenant_id}/suspend", headers=admin.headers), 403,
-            "platform_admin_required")
+    problem(
+        http.post(f"/v1/admin/tenants/{acct.tenant_id}/suspend", headers=admin.headers), 403, "platform_admin_required"
+    )
     owner.execute("UPDATE core.users SET is_platform_admin = true WHERE user_id = %s", (admin.user_id,))
     login = http.post("/v1/auth/login", json={"email": admin.email, "password": admin.password})
     assert login.status_code == 200, login.text
@@ -608,7 +706,7 @@ def test_free_plan_is_rate_limited(http, sign_up):
     # 60 in the bucket, plus what refilled (1/s) while we sent them
     assert 60 <= len(remaining) <= 60 + int(elapsed) + 1, (len(remaining), elapsed)
     assert remaining[0] == 59
-    assert all(b <= a for a, b in zip(remaining, remaining[1:])), remaining
+    assert all(b <= a for a, b in itertools.pairwise(remaining)), remaining
     assert remaining[-1] == 0
     body = problem(refused, 429, "rate_limited")
     assert body["status"] == 429
@@ -654,6 +752,7 @@ def test_metrics_count_requests(http, account):
     assert resp.headers["content-type"].startswith("text/plain")
     text = resp.text
     assert "# TYPE tenantry_http_requests_total counter" in text
-    assert re.search(r'^tenantry_http_requests_total\{[^}]*route="/v1/projects"[^}]*status="200"[^}]*\} [1-9]',
-                     text, re.M), text[:3000]
+    assert re.search(
+        r'^tenantry_http_requests_total\{[^}]*route="/v1/projects"[^}]*status="200"[^}]*\} [1-9]', text, re.M
+    ), text[:3000]
     assert "tenantry_http_request_seconds_bucket" in text

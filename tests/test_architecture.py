@@ -13,8 +13,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 from db import PROJECT_ROOT
 
 PACKAGES = ("tenantry", "db", "api", "jobs", "migrations")
@@ -85,7 +83,7 @@ def import_cycles(root: Path) -> list[str]:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt)
         path.pop()

@@ -38,8 +38,10 @@ def test_context_values_are_quoted_literals():
 def test_context_is_visible_inside_and_gone_after_the_transaction(api_pool, new_tenant):
     tenant, actor = new_tenant(), uuid.uuid4()
     with transaction(api_pool, Context(tenant, actor_id=actor, actor_type="api_key", request_id="req-1")) as conn:
-        seen = conn.execute("SELECT core.current_tenant_id(), core.current_actor_id(), "
-                            "core.current_actor_type(), core.current_request_id()").fetchone()
+        seen = conn.execute(
+            "SELECT core.current_tenant_id(), core.current_actor_id(), "
+            "core.current_actor_type(), core.current_request_id()"
+        ).fetchone()
     assert seen == (tenant, actor, "api_key", "req-1")
     # the pool hands back the same (single) connection: nothing leaks into the next use
     with api_pool.connection() as conn:
@@ -86,6 +88,7 @@ def test_roles_have_only_their_own_doors(api_pool, admin_pool, analyst_pool, new
             conn.execute(statement)
         assert getattr(exc.value, "sqlstate", None) == "42501", statement
     with analyst_pool.connection() as conn:
-        row = conn.execute("SELECT live_projects, status FROM analytics.tenant_overview WHERE tenant_id = %s",
-                           (tenant,)).fetchone()
+        row = conn.execute(
+            "SELECT live_projects, status FROM analytics.tenant_overview WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
     assert row == (1, "active")

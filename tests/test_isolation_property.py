@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
@@ -75,17 +76,23 @@ def _expect_error(sqlstate: str, pool, tenant, query: str, params: tuple) -> Non
 def _view(pool, tenant) -> tuple[dict, dict, int]:
     """What the tenant sees: live projects, live tasks, and rows of other tenants."""
     with owner_transaction(pool, tenant) as conn:
-        projects = dict(conn.execute(
-            "SELECT project_id, name FROM api.list_projects(%s, 500)", (tenant,)).fetchall())
-        tasks = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT task_id, project_id, title FROM api.list_tasks(%s, p_limit => 500)", (tenant,))}
+        projects = dict(conn.execute("SELECT project_id, name FROM api.list_projects(%s, 200)", (tenant,)).fetchall())
+        tasks = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                "SELECT task_id, project_id, title FROM api.list_tasks(%s, p_limit => 200)", (tenant,)
+            )
+        }
         foreign = conn.execute(
             "SELECT (SELECT count(*) FROM core.projects WHERE tenant_id <> %(t)s)"
             "     + (SELECT count(*) FROM core.tasks WHERE tenant_id <> %(t)s)"
-            "     + (SELECT count(*) FROM core.tenants WHERE tenant_id <> %(t)s)", {"t": tenant}).fetchone()[0]
+            "     + (SELECT count(*) FROM core.tenants WHERE tenant_id <> %(t)s)",
+            {"t": tenant},
+        ).fetchone()[0]
     return projects, tasks, foreign
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations)
 def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
@@ -111,8 +118,9 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
                 continue
             if target in model.projects:
                 with owner_transaction(api_pool, tenant) as conn:
-                    tid = conn.execute("SELECT task_id FROM api.create_task(%s, %s, %s)",
-                                       (tenant, target, title)).fetchone()[0]
+                    tid = conn.execute(
+                        "SELECT task_id FROM api.create_task(%s, %s, %s)", (tenant, target, title)
+                    ).fetchone()[0]
                 model.tasks[tid] = (target, title)
             else:
                 _expect_error("P0002", api_pool, tenant, "SELECT api.create_task(%s, %s, %s)", (tenant, target, title))
@@ -121,12 +129,16 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
             if target is None:
                 continue
             new_name = args[1] if op == "rename_project" else None
-            query = ("SELECT api.update_project(%s, %s, %s)", (tenant, target, Jsonb({"name": new_name}))) \
-                if op == "rename_project" else ("SELECT api.delete_project(%s, %s)", (tenant, target))
+            query = (
+                ("SELECT api.update_project(%s, %s, %s)", (tenant, target, Jsonb({"name": new_name})))
+                if op == "rename_project"
+                else ("SELECT api.delete_project(%s, %s)", (tenant, target))
+            )
             if target not in model.projects:
                 _expect_error("P0002", api_pool, tenant, *query)
             elif op == "rename_project" and new_name.lower() in {
-                    n.lower() for p, n in model.projects.items() if p != target}:
+                n.lower() for p, n in model.projects.items() if p != target
+            }:
                 _expect_error("23505", api_pool, tenant, *query)
             else:
                 with owner_transaction(api_pool, tenant) as conn:
@@ -140,8 +152,11 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
             target = _choose(list(model.tasks) + _all_ids(others, "tasks"), args[0])
             if target is None:
                 continue
-            query = ("SELECT api.update_task(%s, %s, %s)", (tenant, target, Jsonb({"title": args[1]}))) \
-                if op == "retitle_task" else ("SELECT api.delete_task(%s, %s)", (tenant, target))
+            query = (
+                ("SELECT api.update_task(%s, %s, %s)", (tenant, target, Jsonb({"title": args[1]})))
+                if op == "retitle_task"
+                else ("SELECT api.delete_task(%s, %s)", (tenant, target))
+            )
             if target not in model.tasks:
                 _expect_error("P0002", api_pool, tenant, *query)
                 continue
@@ -155,8 +170,13 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
             victim, title = tenants[args[0]], args[1]
             if victim == tenant:
                 continue
-            _expect_error("42501", api_pool, tenant,
-                          "INSERT INTO core.projects (tenant_id, name) VALUES (%s, %s)", (victim, title))
+            _expect_error(
+                "42501",
+                api_pool,
+                tenant,
+                "INSERT INTO core.projects (tenant_id, name) VALUES (%s, %s)",
+                (victim, title),
+            )
         elif op == "raw_update_all":
             # no WHERE clause: RLS must confine it to the tenant's own rows
             with owner_transaction(api_pool, tenant) as conn:
@@ -178,5 +198,6 @@ def test_tenants_never_see_or_change_each_other(api_pool, new_tenant, ops):
     with transaction(api_pool, Context(None)) as conn:
         visible = conn.execute(
             "SELECT (SELECT count(*) FROM core.projects) + (SELECT count(*) FROM core.tasks)"
-            "     + (SELECT count(*) FROM core.tenants)").fetchone()[0]
+            "     + (SELECT count(*) FROM core.tenants)"
+        ).fetchone()[0]
     assert visible == 0

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
-import psycopg
 import pytest
 
 from db import lint
-from tests.conftest import fresh_database
 
 
 def test_the_schema_passes_lint(owner_url):
     assert lint.lint(owner_url) == []
 
 
-def test_lint_of_an_unmigrated_database_says_to_migrate(server_url):
-    name = f"tenantry_scratch_lint_empty_{os.getpid()}"
-    empty = fresh_database(server_url, name)
-    try:
-        assert [str(p) for p in lint.lint(empty)] == ["core.tenants: missing: run `tenantry db migrate` first"]
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+def test_lint_of_an_unmigrated_database_says_to_migrate(scratch_database):
+    empty = scratch_database("lint_empty")
+    assert [str(p) for p in lint.lint(empty)] == ["core.tenants: missing: run `tenantry db migrate` first"]
 
 
 @pytest.fixture
@@ -64,16 +55,18 @@ def test_lint_names_every_violation(owner_url, bad_schema, is_citus):
         "lint_probe.risky(): PUBLIC may execute it; grant it to a role instead",
     }
     if is_citus:
-        expected |= {"lint_probe.notes: is not distributed on tenant_id",
-                     "lint_probe.half: is not distributed on tenant_id"}
+        expected |= {
+            "lint_probe.notes: is not distributed on tenant_id",
+            "lint_probe.half: is not distributed on tenant_id",
+        }
     assert problems == expected
 
 
 def test_lint_command_exits_non_zero_naming_the_table(owner_url, owner, monkeypatch):
     from typer.testing import CliRunner
 
-    from tenantry.cli import app
     from db.settings import get_settings
+    from tenantry.cli import app
 
     monkeypatch.setenv("TENANTRY_DATABASE_URL", owner_url)
     get_settings.cache_clear()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
-import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,8 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from api.ratelimit import Decision, Limit, RateLimiter, RateLimiterUnavailable, connect, limit_for_plan
-from db.local.postgres import port_is_free
+from db.local.postgres import free_port, port_is_free
 from db.local.redis import LocalRedis, RedisServerError
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def degraded_count() -> float:

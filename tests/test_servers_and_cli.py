@@ -13,21 +13,15 @@ from typer.testing import CliRunner
 
 from db import migrate
 from db.local.embedded import bin_dir
-from db.local.postgres import LocalServer, ServerError
+from db.local.postgres import LocalServer, ServerError, free_port
 from db.settings import get_settings
 from tenantry.cli import app
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("pg") / "node"
-    srv = LocalServer(bin_dir=bin_dir(), home=home, port=_free_port())
+    srv = LocalServer(bin_dir=bin_dir(), home=home, port=free_port())
     yield srv
     srv.stop()
 
@@ -71,10 +65,10 @@ def test_status_reports_revision_and_citus(owner_url, is_citus, monkeypatch):
 @pytest.mark.skipif(bool(glob.glob("/usr/lib/postgresql/*/lib/citus.so")), reason="Citus packages installed here")
 def test_dev_cluster_says_when_citus_is_not_installed(tmp_path):
     # a PostgreSQL without citus.so, and nothing else on PATH to find
-    env = {"PATH": "/nonexistent", "TENANTRY_CITUS_PG_BIN": str(bin_dir()),
-           "TENANTRY_STATE_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "tenantry", "citus", "dev-cluster", "up"],
-                            capture_output=True, text=True, env=env)
+    env = {"PATH": "/nonexistent", "TENANTRY_CITUS_PG_BIN": str(bin_dir()), "TENANTRY_STATE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tenantry", "citus", "dev-cluster", "up"], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 1
     assert "Citus is not installed" in result.stderr
     assert "TENANTRY_CITUS_PG_BIN" in result.stderr
@@ -82,7 +76,7 @@ def test_dev_cluster_says_when_citus_is_not_installed(tmp_path):
 
 
 def test_unreachable_database_is_a_message_not_a_traceback(monkeypatch):
-    monkeypatch.setenv("TENANTRY_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{_free_port()}/x")
+    monkeypatch.setenv("TENANTRY_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/x")
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["db", "status"])

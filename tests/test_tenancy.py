@@ -11,16 +11,16 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from db.context import Context, transaction
-from tests.conftest import OWNERS, TEST_PASSWORD_HASH
-from tests.helpers import call, one, owner_transaction
+from tests.helpers import OWNERS, TEST_PASSWORD_HASH, call, one, owner_transaction
 
 
 def test_create_get_update_delete_project(api_pool, new_tenant):
     tenant = new_tenant()
     actor = OWNERS[tenant]
     with transaction(api_pool, Context(tenant, actor_id=actor, actor_type="user")) as conn:
-        created = conn.execute("SELECT project_id, created_by FROM api.create_project(%s, %s, %s)",
-                               (tenant, "Apollo", "to the moon")).fetchone()
+        created = conn.execute(
+            "SELECT project_id, created_by FROM api.create_project(%s, %s, %s)", (tenant, "Apollo", "to the moon")
+        ).fetchone()
     project_id, created_by = created
     assert created_by == actor  # the context's actor is recorded
 
@@ -82,8 +82,9 @@ def test_tasks_lifecycle_and_filters(api_pool, new_tenant):
     project = one(api_pool, tenant, "create_project", "Roadmap")["project_id"]
     assignee = uuid.uuid4()
     due = dt.date(2027, 1, 31)
-    urgent = one(api_pool, tenant, "create_task", project, "Ship", p_priority="urgent",
-                 p_assignee_id=assignee, p_due_date=due)
+    urgent = one(
+        api_pool, tenant, "create_task", project, "Ship", p_priority="urgent", p_assignee_id=assignee, p_due_date=due
+    )
     plain = one(api_pool, tenant, "create_task", project, "Write docs")
     assert (urgent["status"], urgent["priority"], urgent["due_date"]) == ("todo", "urgent", due)
     assert (plain["status"], plain["priority"]) == ("todo", "normal")
@@ -100,9 +101,7 @@ def test_tasks_lifecycle_and_filters(api_pool, new_tenant):
     assert len(call(api_pool, tenant, "list_tasks", p_include_deleted=True)) == 2
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("status", "blocked"), ("priority", "critical"), ("title", "")]
-)
+@pytest.mark.parametrize(("field", "value"), [("status", "blocked"), ("priority", "critical"), ("title", "")])
 def test_task_values_out_of_range_are_check_violations(api_pool, new_tenant, field, value):
     tenant = new_tenant()
     project = one(api_pool, tenant, "create_project", "P")["project_id"]
@@ -143,8 +142,10 @@ def test_no_live_task_in_a_deleted_project(api_pool, new_tenant):
         one(api_pool, tenant, "update_task", task["task_id"], Jsonb({"project_id": str(dead)}))
     # and in the table itself, whatever the path: TN010
     with owner_transaction(api_pool, tenant) as conn, pytest.raises(psycopg.Error) as exc:
-        conn.execute("UPDATE core.tasks SET project_id = %s WHERE tenant_id = %s AND task_id = %s",
-                     (dead, tenant, task["task_id"]))
+        conn.execute(
+            "UPDATE core.tasks SET project_id = %s WHERE tenant_id = %s AND task_id = %s",
+            (dead, tenant, task["task_id"]),
+        )
     assert exc.value.sqlstate == "TN010"
 
 
@@ -155,8 +156,7 @@ def test_keyset_pagination_walks_every_row_once(api_pool, new_tenant):
         one(api_pool, tenant, "create_project", name)
     seen, after = [], (None, None)
     while True:
-        page = call(api_pool, tenant, "list_projects", p_limit=5,
-                    p_after_created_at=after[0], p_after_id=after[1])
+        page = call(api_pool, tenant, "list_projects", p_limit=5, p_after_created_at=after[0], p_after_id=after[1])
         if not page:
             break
         seen += page
@@ -192,15 +192,18 @@ def test_suspended_tenant_reads_but_cannot_write(api_pool, as_admin, new_tenant)
     tenant = new_tenant()
     project = one(api_pool, tenant, "create_project", "P")["project_id"]
     with as_admin() as conn:
-        row = conn.execute("SELECT status, suspended_at FROM admin.set_tenant_status(%s, 'suspended')",
-                           (tenant,)).fetchone()
+        row = conn.execute(
+            "SELECT status, suspended_at FROM admin.set_tenant_status(%s, 'suspended')", (tenant,)
+        ).fetchone()
     assert row[0] == "suspended" and row[1] is not None
 
     assert one(api_pool, tenant, "get_project", project)["name"] == "P"
     assert len(call(api_pool, tenant, "list_projects")) == 1
-    for attempt in (lambda: one(api_pool, tenant, "create_project", "Q"),
-                    lambda: one(api_pool, tenant, "update_project", project, Jsonb({"name": "R"})),
-                    lambda: one(api_pool, tenant, "delete_project", project)):
+    for attempt in (
+        lambda: one(api_pool, tenant, "create_project", "Q"),
+        lambda: one(api_pool, tenant, "update_project", project, Jsonb({"name": "R"})),
+        lambda: one(api_pool, tenant, "delete_project", project),
+    ):
         with pytest.raises(psycopg.Error) as exc:
             attempt()
         assert exc.value.sqlstate == "TN001"
@@ -216,10 +219,12 @@ def test_deleted_tenant_can_neither_read_nor_write_and_stays_deleted(api_pool, a
     project = one(api_pool, tenant, "create_project", "P")["project_id"]
     with as_admin() as conn:
         conn.execute("SELECT admin.set_tenant_status(%s, 'deleted')", (tenant,))
-    for attempt in (lambda: one(api_pool, tenant, "get_project", project),
-                    lambda: call(api_pool, tenant, "list_projects"),
-                    lambda: one(api_pool, tenant, "get_tenant"),
-                    lambda: one(api_pool, tenant, "create_project", "Q")):
+    for attempt in (
+        lambda: one(api_pool, tenant, "get_project", project),
+        lambda: call(api_pool, tenant, "list_projects"),
+        lambda: one(api_pool, tenant, "get_tenant"),
+        lambda: one(api_pool, tenant, "create_project", "Q"),
+    ):
         with pytest.raises(psycopg.Error) as exc:
             attempt()
         assert exc.value.sqlstate == "TN002"
@@ -256,8 +261,9 @@ def test_platform_admin_actions_are_recorded_with_the_admin(as_admin, platform_a
     with as_admin(request_id="req-42") as conn:
         conn.execute("SELECT admin.set_tenant_status(%s, 'suspended')", (tenant,))
         conn.execute("SELECT admin.set_tenant_status(%s, 'active')", (tenant,))
-        actions = conn.execute("SELECT action, admin_user_id, request_id FROM admin.list_tenant_actions(%s)",
-                               (tenant,)).fetchall()
+        actions = conn.execute(
+            "SELECT action, admin_user_id, request_id FROM admin.list_tenant_actions(%s)", (tenant,)
+        ).fetchall()
     assert sorted(actions) == [("reactivate", platform_admin, "req-42"), ("suspend", platform_admin, "req-42")]
 
 

@@ -5,21 +5,34 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import falcon
+import falcon.routing
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
 from api.errors import Problem
 from api.pipeline import Principal
+from api.spec import functions_of
+from db.context import Context, Database
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+MAX_LIMIT = 200  # core.max_page_size(): one documented maximum (a test checks they agree)
 MAX_CURSOR = 200
+#: the query parameters of every keyset-paginated list
+PAGE_QUERY = {
+    "limit": f"Page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    "cursor": "next_cursor of the previous page",
+}
 
 
 def body(req: falcon.Request, model: type[M]) -> M:
@@ -41,31 +54,61 @@ def principal(req: falcon.Request) -> Principal:
     return req.context.principal
 
 
-def conn(req: falcon.Request) -> psycopg.Connection:
-    return req.context.conn
+# -- calling SQL: the one way a resource reaches the database ---------------------------
+
+_FUNCTION = re.compile(r"(api|auth|admin)\.([a-z_][a-z0-9_]*)")
 
 
-def rows(req: falcon.Request, query: str, params: Any = None) -> list[dict]:
-    return conn(req).execute(query, params).fetchall()
+@lru_cache(maxsize=512)
+def _call_statement(function: str, names: tuple[str, ...]) -> sql.Composed:
+    """SELECT * FROM schema.fn(p_a => %(a)s, ...): composed once per function and argument set."""
+    match = _FUNCTION.fullmatch(function)
+    if match is None:
+        raise ValueError(f"not a function of the api, auth or admin schema: {function!r}")
+    arguments = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier(f"p_{name}"), sql.Placeholder(name)) for name in names
+    )
+    return sql.SQL("SELECT * FROM {}.{}({})").format(sql.Identifier(match[1]), sql.Identifier(match[2]), arguments)
 
 
-def row(req: falcon.Request, query: str, params: Any = None) -> dict:
-    found = conn(req).execute(query, params).fetchone()
-    if found is None:  # pragma: no cover - the SQL functions raise P0002 instead
+def call(req: falcon.Request, function: str | None = None, /, **arguments: Any) -> list[dict]:
+    """Call one SQL function in the request's transaction, arguments by name.
+
+    `function` defaults to the one the operation declares (`@operation(function=...)`).
+    Each keyword `x` is passed as the function's `p_x`. An api.* function always gets the
+    caller's own tenant as `p_tenant_id`: a resource cannot pass another one.
+    """
+    name = function or functions_of(req.context.operation)[0]
+    if name.startswith("api."):
+        if "tenant_id" in arguments:
+            raise ValueError("api.* functions get the caller's tenant; do not pass tenant_id")
+        arguments = {"tenant_id": principal(req).tenant_id, **arguments}
+    return req.context.conn.execute(_call_statement(name, tuple(arguments)), arguments).fetchall()
+
+
+@contextmanager
+def open_transaction(req: falcon.Request, db: Database, context: Context) -> Iterator[psycopg.Connection]:
+    """A transaction the responder opens itself, for `call` to use: calls made before login,
+    whose outcome is committed even when the answer is a refusal (a failed login counts)."""
+    with db.transaction(context) as conn:
+        req.context.conn = conn
+        try:
+            yield conn
+        finally:
+            req.context.conn = None
+
+
+def call_one(req: falcon.Request, function: str | None = None, /, **arguments: Any) -> dict:
+    """`call` for functions that return one row (they raise P0002 rather than return none)."""
+    found = call(req, function, **arguments)
+    if not found:  # pragma: no cover - the SQL functions raise P0002 instead
         raise Problem(404, "not_found", "Not found.")
-    return found
+    return found[0]
 
 
 def shape(model: type[BaseModel], data: dict) -> dict:
     """Keep only the fields the response model documents (never hashes or internals)."""
     return {name: data.get(name) for name in model.model_fields}
-
-
-def as_uuid(value: str, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise Problem(404, "not_found", f"No {name} has the id {value!r}.") from None
 
 
 # -- keyset pagination ------------------------------------------------------------------
@@ -94,23 +137,51 @@ def cursor_param(req: falcon.Request) -> tuple[dt.datetime | None, uuid.UUID | N
         raise Problem(422, "invalid_parameter", "cursor is not one this API issued.", field="cursor") from None
 
 
-def page(items: list[dict], limit: int, id_field: str, model: type[BaseModel]) -> dict:
-    """A page from limit+1 fetched rows: next_cursor is set when there is more."""
-    more = len(items) > limit
-    items = items[:limit]
+def list_page(
+    req: falcon.Request,
+    model: type[BaseModel],
+    id_field: str,
+    *,
+    shaper: Callable[[dict], dict] | None = None,
+    **filters: Any,
+) -> dict:
+    """One page (models.Page) of the operation's list function, which takes the keyset
+    arguments p_limit, p_after_created_at and p_after_id: limit+1 rows tell if there is more."""
+    limit = limit_param(req)
+    after, after_id = cursor_param(req)
+    found = call(req, limit=limit + 1, after_created_at=after, after_id=after_id, **filters)
+    items = found[:limit]
     next_cursor = None
-    if more:
+    if len(found) > limit:
         last = items[-1]
         raw = json.dumps([last["created_at"].isoformat(), str(last[id_field])]).encode()
         next_cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    return {"items": [shape(model, item) for item in items], "next_cursor": next_cursor}
+    shaped = [shaper(item) if shaper else shape(model, item) for item in items]
+    return {"items": shaped, "next_cursor": next_cursor}
+
+
+# -- ids: one canonical form, in paths and in query parameters ----------------------------
+
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def canonical_uuid(raw: str) -> uuid.UUID | None:
+    """A UUID written as 8-4-4-4-12 hex digits; None for any other spelling ({...}, urn:uuid:, no dashes)."""
+    return uuid.UUID(raw) if _CANONICAL_UUID.fullmatch(raw) else None
+
+
+class UUIDConverter(falcon.routing.BaseConverter):
+    """`{id:uuid}` in a route: the canonical form only (another spelling matches no route: 404)."""
+
+    def convert(self, value: str) -> uuid.UUID | None:
+        return canonical_uuid(value)
 
 
 def uuid_param(req: falcon.Request, name: str) -> uuid.UUID | None:
     raw = req.get_param(name)
     if raw is None:
         return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise Problem(422, "invalid_parameter", f"{name} must be a UUID.", field=name) from None
+    value = canonical_uuid(raw)
+    if value is None:
+        raise Problem(422, "invalid_parameter", f"{name} must be a UUID (8-4-4-4-12 hex digits).", field=name)
+    return value

@@ -10,10 +10,10 @@ from db.friendly import friendly
 from db.local import citus_cluster, services
 from db.settings import get_settings
 
-services_app = typer.Typer(help="What tenantry runs locally: the embedded PostgreSQL and Redis.",
-                           no_args_is_help=True)
-dev_cluster_app = typer.Typer(help="A local Citus cluster on loopback, from installed Citus binaries.",
-                              no_args_is_help=True)
+services_app = typer.Typer(help="What tenantry runs locally: the embedded PostgreSQL and Redis.", no_args_is_help=True)
+dev_cluster_app = typer.Typer(
+    help="A local Citus cluster on loopback, from installed Citus binaries.", no_args_is_help=True
+)
 
 
 @services_app.command("up")

@@ -100,11 +100,15 @@ class LocalRedis:
             return False
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RedisServerError("redis-server is not installed: install the redis-server package "
-                                   "(apt-get install redis-server), or set TENANTRY_REDIS_URL.")
+            raise RedisServerError(
+                "redis-server is not installed: install the redis-server package "
+                "(apt-get install redis-server), or set TENANTRY_REDIS_URL."
+            )
         if not port_is_free(self.port, self.host):
-            raise RedisServerError(f"port {self.port} on {self.host} is in use by another program: "
-                                   "set TENANTRY_REDIS_PORT to a free port, or TENANTRY_REDIS_URL.")
+            raise RedisServerError(
+                f"port {self.port} on {self.host} is in use by another program: "
+                "set TENANTRY_REDIS_PORT to a free port, or TENANTRY_REDIS_URL."
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         self.pid_file.unlink(missing_ok=True)  # stale, from a server that did not exit cleanly
         result = subprocess.run([
@@ -113,15 +117,17 @@ class LocalRedis:
             "--dir", str(self.home), "--save", "", "--appendonly", "no", "--protected-mode", "yes",
         ], capture_output=True, text=True, timeout=30)  # fmt: skip
         if result.returncode != 0:
-            raise RedisServerError(f"redis-server did not start on port {self.port}:\n"
-                                   f"{(result.stderr or result.stdout).strip()}")
+            raise RedisServerError(
+                f"redis-server did not start on port {self.port}:\n{(result.stderr or result.stdout).strip()}"
+            )
         # daemonized: the launcher has returned; the server writes its pidfile, then listens
         deadline = time.monotonic() + WAIT_SECONDS
         while not self.is_running():
             if time.monotonic() > deadline:
                 tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
-                raise RedisServerError(f"redis-server did not answer on port {self.port} "
-                                       f"(log: {self.log_file}):\n{tail}")
+                raise RedisServerError(
+                    f"redis-server did not answer on port {self.port} (log: {self.log_file}):\n{tail}"
+                )
             time.sleep(0.02)
         return True
 

@@ -37,8 +37,7 @@ def ensure_redis(settings: Settings) -> str:
 
 def up(settings: Settings) -> Settings:
     """Start what is ours; return the settings with both URLs filled in."""
-    return settings.model_copy(update={"database_url": ensure_database(settings),
-                                       "redis_url": ensure_redis(settings)})
+    return settings.model_copy(update={"database_url": ensure_database(settings), "redis_url": ensure_redis(settings)})
 
 
 def down(settings: Settings) -> list[str]:

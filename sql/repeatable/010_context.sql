@@ -1,9 +1,12 @@
 -- Tenant context: the per-transaction settings the API and jobs SET LOCAL, read through
--- one STABLE SQL function each. Missing or empty settings read as NULL, so a policy
--- comparing tenant_id to NULL matches no row: no context, no rows (fail closed).
+-- one STABLE SQL function each; every feature reads the context only through these.
+-- Missing or empty settings read as NULL, so a policy comparing tenant_id to NULL
+-- matches no row: no context, no rows (fail closed).
 --
 -- These are plain SQL functions (not SECURITY DEFINER) so PostgreSQL inlines them into
--- policies; on Citus they are also the form that works inside shard policies (fact 9).
+-- policies; on Citus they are also the form that works inside shard policies
+-- (docs/citus.md, fact 9). The settings they read reach the workers only when set
+-- with SET LOCAL, never with set_config() (facts 1 and 8).
 
 ----------------------------------------------------------------------------------------
 -- readers

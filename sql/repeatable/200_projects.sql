@@ -1,14 +1,16 @@
--- api: projects of the calling tenant. Not found (or another tenant's) is P0002, so
--- a caller cannot tell the two apart; duplicate live names are 23505 on
--- projects_live_name_key; a field the function does not know is 22023 naming it.
---
+-- Projects of the calling tenant: create, read, list, change and soft-delete, the last
+-- cascading to the project's live tasks. Not found (or another tenant's) is P0002, so a
+-- caller cannot tell the two apart; duplicate live names are 23505 on
+-- projects_live_name_key; a field the function does not know is 22023 naming it. Rows
+-- are never hard-deleted by the API; the api role has no DELETE privilege.
+
+----------------------------------------------------------------------------------------
+-- duplicate names
+----------------------------------------------------------------------------------------
+
 -- Unique violations are re-raised with the constraint and column named: on Citus the
 -- server's own error names the shard's index (projects_live_name_key_102204) and
 -- carries no constraint field, and the API needs one stable name for its error.
-
-----------------------------------------------------------------------------------------
--- projects
-----------------------------------------------------------------------------------------
 
 -- Raise the stable duplicate-name error (23505, projects_live_name_key, column name).
 CREATE OR REPLACE FUNCTION core.raise_duplicate_project_name(p_name text)
@@ -24,6 +26,10 @@ BEGIN
         HINT = 'Project names are unique (ignoring case) among the tenant''s live projects.';
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- projects
+----------------------------------------------------------------------------------------
 
 -- Create a project; created_by is the context's actor.
 CREATE OR REPLACE FUNCTION api.create_project(p_tenant_id uuid, p_name text, p_description text DEFAULT '')
@@ -57,7 +63,7 @@ BEGIN
     SELECT * INTO v_project FROM core.projects
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', p_project_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     RETURN v_project;
 END
@@ -106,7 +112,7 @@ BEGIN
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
     RETURNING * INTO v_project;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', p_project_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     RETURN v_project;
 EXCEPTION WHEN unique_violation THEN
@@ -128,8 +134,48 @@ BEGIN
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
     RETURNING * INTO v_project;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', p_project_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     RETURN v_project;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- soft delete
+----------------------------------------------------------------------------------------
+
+-- Row trigger on core.projects: cascade the soft delete to the project's live tasks.
+CREATE OR REPLACE FUNCTION core.cascade_project_soft_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    UPDATE core.tasks
+       SET deleted_at = NEW.deleted_at
+     WHERE tenant_id = NEW.tenant_id
+       AND project_id = NEW.project_id
+       AND deleted_at IS NULL;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER cascade_project_soft_delete
+    AFTER UPDATE OF deleted_at ON core.projects
+    FOR EACH ROW
+    WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION core.cascade_project_soft_delete();
+
+----------------------------------------------------------------------------------------
+-- tenant status and timestamps
+----------------------------------------------------------------------------------------
+
+-- no writes by a suspended or deleted tenant (core.guard_tenant_writes, 100_tenants.sql)
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT OR UPDATE OR DELETE ON core.projects
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+-- stamp updated_at (040_timestamps.sql)
+CREATE OR REPLACE TRIGGER touch_updated_at
+    BEFORE UPDATE ON core.projects
+    FOR EACH ROW EXECUTE FUNCTION core.touch_updated_at();

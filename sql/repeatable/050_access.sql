@@ -1,6 +1,8 @@
 -- Access: which scopes the current actor holds in the current tenant, read from data
 -- (a user's membership role -> core.role_scopes; an API key's own scopes), and the
--- assertions every api.* function starts with. Missing scope: TA010.
+-- assertions every tenant-scoped api.* function starts with. Missing scope: TA010.
+-- Feature-specific rules live with their feature: only owners manage owners in
+-- 110_members.sql, platform administrators in 300_admin.sql.
 
 ----------------------------------------------------------------------------------------
 -- who is acting
@@ -9,7 +11,7 @@
 -- The scopes of the context's actor in the context's tenant ('{}' when there is none).
 -- Invoker rights, like core.tenant_status(): the api role reads its tenant's memberships
 -- and keys through RLS, and on Citus a definer read after the caller's own writes in
--- the same transaction fails.
+-- the same transaction fails (docs/citus.md, fact 16).
 CREATE OR REPLACE FUNCTION core.current_scopes()
 RETURNS text[]
 LANGUAGE plpgsql STABLE
@@ -83,50 +85,5 @@ BEGIN
     IF p_scope IS NOT NULL THEN
         PERFORM core.assert_scope(p_scope);
     END IF;
-END
-$$;
-
--- Raise TA041 unless the actor may give or take away p_role: only owners manage owners.
-CREATE OR REPLACE FUNCTION core.assert_may_manage_role(p_role text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF p_role = 'owner' AND core.current_member_role() IS DISTINCT FROM 'owner' THEN
-        RAISE EXCEPTION 'only an owner can grant or take away the owner role' USING ERRCODE = 'TA041';
-    END IF;
-END
-$$;
-
--- Raise TA060 unless the context's actor is a platform administrator.
-CREATE OR REPLACE FUNCTION core.assert_platform_admin()
-RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
-AS $$
-BEGIN
-    IF core.current_actor_type() IS DISTINCT FROM 'platform_admin' OR NOT EXISTS (
-        SELECT 1 FROM core.users
-         WHERE user_id = core.current_actor_id() AND is_platform_admin AND status = 'active'
-    ) THEN
-        RAISE EXCEPTION 'only a platform administrator may do this' USING ERRCODE = 'TA060';
-    END IF;
-END
-$$;
-
-----------------------------------------------------------------------------------------
--- hook
-----------------------------------------------------------------------------------------
-
--- Authentication events (login_failed, account_locked, refresh_reuse, ...). Does
--- nothing yet: the audit log replaces this body to record them.
-CREATE OR REPLACE FUNCTION core.on_auth_event(p_event text, p_user_id uuid, p_tenant_id uuid, p_detail jsonb)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-BEGIN
-    NULL;
 END
 $$;

@@ -1,5 +1,51 @@
--- api: the caller, and the members of the calling tenant. Only owners manage owners
--- (TA041); the last owner cannot be removed or demoted (TA040, by trigger).
+-- Members: who belongs to a tenant, with which role. The caller's own view (api.me), the
+-- member list, role changes and removal, and the rules kept whatever the path of the
+-- change: only owners grant or take away the owner role (TA041), and a tenant always
+-- keeps at least one owner (TA040, by trigger). Members join through sign-up
+-- (140_sessions.sql), an accepted invitation (120_invitations.sql) or
+-- admin.create_tenant (300_admin.sql).
+
+----------------------------------------------------------------------------------------
+-- owner rules
+----------------------------------------------------------------------------------------
+
+-- Raise TA041 unless the actor may give or take away p_role: only owners manage owners.
+CREATE OR REPLACE FUNCTION core.assert_may_manage_role(p_role text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_role = 'owner' AND core.current_member_role() IS DISTINCT FROM 'owner' THEN
+        RAISE EXCEPTION 'only an owner can grant or take away the owner role' USING ERRCODE = 'TA041';
+    END IF;
+END
+$$;
+
+-- Row trigger on core.memberships: refuse to remove or demote the last owner.
+CREATE OR REPLACE FUNCTION core.keep_an_owner()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM core.memberships WHERE tenant_id = OLD.tenant_id AND role = 'owner') THEN
+        RAISE EXCEPTION 'a tenant must keep at least one owner' USING
+            ERRCODE = 'TA040',
+            HINT = 'Make another member an owner first.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER keep_an_owner
+    AFTER UPDATE OF role OR DELETE ON core.memberships
+    FOR EACH ROW WHEN (OLD.role = 'owner')
+    EXECUTE FUNCTION core.keep_an_owner();
+
+----------------------------------------------------------------------------------------
+-- members
+----------------------------------------------------------------------------------------
 
 -- Who is calling: the actor, its role (users) and its scopes in this tenant.
 CREATE OR REPLACE FUNCTION api.me(p_tenant_id uuid)
@@ -56,7 +102,7 @@ BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'members:manage');
     SELECT * INTO v_membership FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'member % not found', p_user_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('member', p_user_id);
     END IF;
     PERFORM core.assert_may_manage_role(v_membership.role);
     PERFORM core.assert_may_manage_role(p_role);
@@ -83,7 +129,7 @@ BEGIN
     END IF;
     SELECT * INTO v_membership FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'member % not found', p_user_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('member', p_user_id);
     END IF;
     IF p_user_id IS DISTINCT FROM core.current_actor_id() THEN
         PERFORM core.assert_may_manage_role(v_membership.role);
@@ -92,3 +138,17 @@ BEGIN
     RETURN v_membership;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- tenant status and timestamps
+----------------------------------------------------------------------------------------
+
+-- no writes by a suspended or deleted tenant (core.guard_tenant_writes, 100_tenants.sql)
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT OR UPDATE OR DELETE ON core.memberships
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+-- stamp updated_at (040_timestamps.sql)
+CREATE OR REPLACE TRIGGER touch_updated_at
+    BEFORE UPDATE ON core.memberships
+    FOR EACH ROW EXECUTE FUNCTION core.touch_updated_at();

@@ -1,6 +1,12 @@
--- api: tasks of the calling tenant, in its projects. Same error contract as projects:
--- P0002 not found (including another tenant's task or project), 22023 bad field,
--- 23514 a value out of range (status, priority, title length), TN010 a deleted project.
+-- Tasks of the calling tenant, in its projects. Same error contract as projects: P0002
+-- not found (including another tenant's task or project), 22023 bad field, 23514 a
+-- value out of range (status, priority, title length), TN010 a deleted project: no live
+-- task may belong to one (soft-deleting a project soft-deletes its tasks,
+-- 200_projects.sql).
+
+----------------------------------------------------------------------------------------
+-- tasks
+----------------------------------------------------------------------------------------
 
 -- Create a task in a live project of the tenant.
 CREATE OR REPLACE FUNCTION api.create_task(
@@ -25,7 +31,7 @@ BEGIN
     PERFORM 1 FROM core.projects
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', p_project_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     INSERT INTO core.tasks (tenant_id, project_id, title, description, status, priority,
                             assignee_id, due_date, created_by)
@@ -50,7 +56,7 @@ BEGIN
     SELECT * INTO v_task FROM core.tasks
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('task', p_task_id);
     END IF;
     RETURN v_task;
 END
@@ -92,8 +98,8 @@ $$;
 -- Change fields of a live task: p_changes holds the new values (null clears the
 -- optional fields assignee_id and due_date). Moving to another project needs a live
 -- project of the same tenant. Typed values are parsed before the UPDATE (Citus allows
--- only IMMUTABLE expressions in an UPDATE's CASE, and text::date is not), and a value
--- that does not parse is 22023 naming its field.
+-- only IMMUTABLE expressions in an UPDATE's CASE, and text::date is not: docs/citus.md,
+-- fact 14), and a value that does not parse is 22023 naming its field.
 CREATE OR REPLACE FUNCTION api.update_task(p_tenant_id uuid, p_task_id uuid, p_changes jsonb)
 RETURNS core.tasks
 LANGUAGE plpgsql
@@ -123,7 +129,7 @@ BEGIN
         PERFORM 1 FROM core.projects
          WHERE tenant_id = p_tenant_id AND project_id = v_project_id AND deleted_at IS NULL;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'project % not found', v_project_id USING ERRCODE = 'P0002';
+            PERFORM core.raise_not_found('project', v_project_id);
         END IF;
     END IF;
     UPDATE core.tasks SET
@@ -137,7 +143,7 @@ BEGIN
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
     RETURNING * INTO v_task;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('task', p_task_id);
     END IF;
     RETURN v_task;
 END
@@ -157,8 +163,49 @@ BEGIN
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
     RETURNING * INTO v_task;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % not found', p_task_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('task', p_task_id);
     END IF;
     RETURN v_task;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- soft delete
+----------------------------------------------------------------------------------------
+
+-- Row trigger on core.tasks: a live task needs a live project.
+CREATE OR REPLACE FUNCTION core.guard_task_project_live()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.deleted_at IS NULL AND EXISTS (
+        SELECT 1 FROM core.projects
+         WHERE tenant_id = NEW.tenant_id AND project_id = NEW.project_id AND deleted_at IS NOT NULL
+    ) THEN
+        RAISE EXCEPTION 'project % is deleted', NEW.project_id USING
+            ERRCODE = 'TN010',
+            HINT = 'Tasks can only be added to or moved into live projects.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER guard_task_project_live
+    BEFORE INSERT OR UPDATE OF project_id, deleted_at ON core.tasks
+    FOR EACH ROW EXECUTE FUNCTION core.guard_task_project_live();
+
+----------------------------------------------------------------------------------------
+-- tenant status and timestamps
+----------------------------------------------------------------------------------------
+
+-- no writes by a suspended or deleted tenant (core.guard_tenant_writes, 100_tenants.sql)
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT OR UPDATE OR DELETE ON core.tasks
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+-- stamp updated_at (040_timestamps.sql)
+CREATE OR REPLACE TRIGGER touch_updated_at
+    BEFORE UPDATE ON core.tasks
+    FOR EACH ROW EXECUTE FUNCTION core.touch_updated_at();

@@ -1,6 +1,11 @@
--- api: API keys of the calling tenant. Keys look like tnt_<prefix>_<secret>; the API
--- makes them and passes the prefix and the SHA-256 of the whole key: the key itself is
--- shown once and never stored. A key's scopes must be among its creator's (TA050).
+-- API keys of a tenant: created, listed, rotated, revoked, and authenticated on every
+-- request that presents one. Keys look like tnt_<prefix>_<secret>; the API makes them
+-- and passes the prefix and the SHA-256 of the whole key: the key itself is shown once
+-- and never stored. A key's scopes must be among its creator's (TA050).
+
+----------------------------------------------------------------------------------------
+-- scopes and storage
+----------------------------------------------------------------------------------------
 
 -- Raise unless every scope exists (22023) and the actor holds it (TA050).
 CREATE OR REPLACE FUNCTION core.assert_grantable_scopes(p_scopes text[])
@@ -40,6 +45,7 @@ AS $$
 DECLARE
     v_key core.api_keys;
     -- sorted and de-duplicated first: Citus allows no subquery in INSERT ... VALUES
+    -- (docs/citus.md, fact 15)
     v_scopes text[] := ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) AS s ORDER BY s);
 BEGIN
     INSERT INTO core.api_keys (tenant_id, prefix, key_hash, name, scopes, created_by, expires_at)
@@ -49,6 +55,10 @@ BEGIN
     RETURN v_key;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- keys
+----------------------------------------------------------------------------------------
 
 -- Create a key with a subset of the creator's scopes, optionally expiring.
 CREATE OR REPLACE FUNCTION api.create_api_key(
@@ -95,7 +105,7 @@ BEGIN
      WHERE tenant_id = p_tenant_id AND key_id = p_key_id AND revoked_at IS NULL;
     SELECT * INTO v_key FROM core.api_keys WHERE tenant_id = p_tenant_id AND key_id = p_key_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'API key % not found', p_key_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('API key', p_key_id);
     END IF;
     RETURN v_key;
 END
@@ -126,7 +136,7 @@ BEGIN
        AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
        FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'live API key % not found', p_key_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('live API key', p_key_id);
     END IF;
     -- the new key is the rotator's: it may not carry scopes the rotator lacks (TA050)
     PERFORM core.assert_grantable_scopes(v_old.scopes);
@@ -138,6 +148,7 @@ BEGIN
         v_expires_at := LEAST(COALESCE(v_old.expires_at, 'infinity'), now() + p_grace);
     END IF;
     -- plain values: Citus allows no now() inside CASE in a modification
+    -- (docs/citus.md, fact 14)
     UPDATE core.api_keys SET
         rotated_to = v_new.key_id,
         revoked_at = v_revoked_at,
@@ -146,3 +157,55 @@ BEGIN
     RETURN v_new;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- authenticating
+----------------------------------------------------------------------------------------
+
+-- Runs before a tenant context exists: SECURITY DEFINER with an empty search_path. It
+-- returns an outcome instead of raising, as the login functions do (140_sessions.sql).
+
+-- Authenticate an API key by its prefix and SHA-256. Outcomes: ok (usage recorded),
+-- invalid, revoked, expired. The prefix lookup finds the tenant's shard.
+CREATE OR REPLACE FUNCTION auth.authenticate_api_key(p_prefix text, p_key_hash bytea, p_ip inet DEFAULT NULL)
+RETURNS TABLE (outcome text, tenant_id uuid, key_id uuid, scopes text[], requests_per_minute integer)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_key core.api_keys;
+BEGIN
+    -- two steps, so the key's own lookup is a router query on the tenant's shard
+    SELECT p.tenant_id, p.key_id INTO tenant_id, key_id FROM core.api_key_prefixes AS p WHERE p.prefix = p_prefix;
+    SELECT k.* INTO v_key FROM core.api_keys AS k
+     WHERE k.tenant_id = authenticate_api_key.tenant_id AND k.key_id = authenticate_api_key.key_id;
+    IF NOT FOUND OR v_key.key_hash <> p_key_hash THEN
+        outcome := 'invalid'; RETURN NEXT; RETURN;
+    END IF;
+    tenant_id := v_key.tenant_id;
+    key_id := v_key.key_id;
+    IF v_key.revoked_at IS NOT NULL THEN
+        outcome := 'revoked';
+    ELSIF v_key.expires_at <= now() THEN
+        outcome := 'expired';
+    ELSE
+        UPDATE core.api_keys AS k
+           SET last_used_at = now(), last_used_ip = p_ip, use_count = k.use_count + 1
+         WHERE k.tenant_id = v_key.tenant_id AND k.key_id = v_key.key_id;
+        scopes := v_key.scopes;
+        requests_per_minute := core.plan_requests_per_minute(v_key.tenant_id);
+        outcome := 'ok';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+----------------------------------------------------------------------------------------
+-- tenant status
+----------------------------------------------------------------------------------------
+
+-- no new keys for a suspended or deleted tenant (100_tenants.sql); new keys only: using
+-- a key (last_used_at, use_count) is a read of the tenant's data
+CREATE OR REPLACE TRIGGER guard_tenant_writes
+    BEFORE INSERT ON core.api_keys
+    FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();

@@ -1,5 +1,27 @@
--- Scopes, roles and the role -> scope mapping: data the access checks read. Re-applied
--- on every migrate, so this file is the mapping's single source of truth.
+-- Seeds: the data the code relies on, re-applied on every migrate, so this file is its
+-- single source of truth: the plan catalog (tenants reference plan ids; the features
+-- read the limits) and the scopes, roles and role -> scope mapping that the access
+-- checks read (050_access.sql).
+
+----------------------------------------------------------------------------------------
+-- plans
+----------------------------------------------------------------------------------------
+
+-- Prices in cents. An absent limit means unlimited.
+INSERT INTO core.plans (plan_id, name, price_cents, currency, limits, features) VALUES
+    ('free',       'Free',       0,     'EUR', '{"projects": 3,   "tasks": 100,   "members": 3,   "api_requests_per_minute": 60}',   '{}'),
+    ('pro',        'Pro',        4900,  'EUR', '{"projects": 100, "tasks": 10000, "members": 50,  "api_requests_per_minute": 600}',  '{webhooks,audit_export}'),
+    ('enterprise', 'Enterprise', 49900, 'EUR', '{"members": 1000, "api_requests_per_minute": 6000}',                             '{webhooks,audit_export,sso,dedicated_shard}')
+ON CONFLICT (plan_id) DO UPDATE SET
+    name = EXCLUDED.name,
+    price_cents = EXCLUDED.price_cents,
+    currency = EXCLUDED.currency,
+    limits = EXCLUDED.limits,
+    features = EXCLUDED.features;
+
+----------------------------------------------------------------------------------------
+-- scopes, roles and the role -> scope mapping
+----------------------------------------------------------------------------------------
 
 INSERT INTO core.scopes (scope, description) VALUES
     ('tenant:read',    'Read the tenant''s own record and plan'),

@@ -1,7 +1,27 @@
--- admin: platform administration across tenants, for the platform-admin role, and
--- only with a platform administrator as the context's actor (TA060). SECURITY DEFINER
--- with an empty search_path: they run as the owner, beyond RLS. Every change is
--- recorded in core.platform_admin_actions with the administrator and request id.
+-- Admin: platform administration across tenants, for the platform-admin role, and only
+-- with a platform administrator as the context's actor (TA060). SECURITY DEFINER with
+-- an empty search_path: they run as the owner, beyond RLS. Every change is recorded in
+-- core.platform_admin_actions with the administrator and request id.
+
+----------------------------------------------------------------------------------------
+-- who may, and the record of what they did
+----------------------------------------------------------------------------------------
+
+-- Raise TA060 unless the context's actor is a platform administrator.
+CREATE OR REPLACE FUNCTION core.assert_platform_admin()
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    IF core.current_actor_type() IS DISTINCT FROM 'platform_admin' OR NOT EXISTS (
+        SELECT 1 FROM core.users
+         WHERE user_id = core.current_actor_id() AND is_platform_admin AND status = 'active'
+    ) THEN
+        RAISE EXCEPTION 'only a platform administrator may do this' USING ERRCODE = 'TA060';
+    END IF;
+END
+$$;
 
 -- Record an action by the context's administrator.
 CREATE OR REPLACE FUNCTION core.record_admin_action(p_tenant_id uuid, p_action text)
@@ -12,6 +32,10 @@ AS $$
     INSERT INTO core.platform_admin_actions (tenant_id, admin_user_id, action, request_id)
     VALUES (p_tenant_id, core.current_actor_id(), p_action, core.current_request_id())
 $$;
+
+----------------------------------------------------------------------------------------
+-- tenants
+----------------------------------------------------------------------------------------
 
 -- Create a tenant with an existing user as its owner.
 CREATE OR REPLACE FUNCTION admin.create_tenant(
@@ -26,7 +50,7 @@ DECLARE
 BEGIN
     PERFORM core.assert_platform_admin();
     IF NOT EXISTS (SELECT 1 FROM core.users WHERE user_id = p_owner_user_id) THEN
-        RAISE EXCEPTION 'user % not found', p_owner_user_id USING ERRCODE = 'P0002', COLUMN = 'owner_user_id';
+        PERFORM core.raise_not_found('user', p_owner_user_id, 'owner_user_id');
     END IF;
     v_tenant := core.create_tenant(p_slug, p_name, p_plan_id);
     INSERT INTO core.memberships (tenant_id, user_id, role) VALUES (v_tenant.tenant_id, p_owner_user_id, 'owner');
@@ -48,7 +72,7 @@ BEGIN
     UPDATE core.tenants SET status = p_status WHERE tenant_id = p_tenant_id
     RETURNING * INTO v_tenant;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'tenant % not found', p_tenant_id USING ERRCODE = 'P0002';
+        PERFORM core.raise_not_found('tenant', p_tenant_id);
     END IF;
     PERFORM core.record_admin_action(p_tenant_id, CASE p_status WHEN 'active' THEN 'reactivate'
                                                                 WHEN 'suspended' THEN 'suspend'

@@ -1,7 +1,11 @@
--- api: Idempotency-Key for POST. In the request's own transaction the API calls
--- idempotency_begin (which claims the key, or reports it), then the real function,
--- then idempotency_finish with the response. A failed request rolls the claim back with
--- everything else; a concurrent duplicate waits on the claim, then replays.
+-- Idempotency: the Idempotency-Key of POST requests. In the request's own transaction
+-- the API calls idempotency_begin (which claims the key, or reports it), then the real
+-- function, then idempotency_finish with the response. A failed request rolls the claim
+-- back with everything else; a concurrent duplicate waits on the claim, then replays.
+
+----------------------------------------------------------------------------------------
+-- claim and finish
+----------------------------------------------------------------------------------------
 
 -- Claim p_key for this request. state: 'new' (go on), 'replay' (same request by the
 -- same actor seen: status/response are the first answer), 'mismatch' (the key was used

@@ -1,35 +1,15 @@
--- auth: sign-up, login, sessions and refresh-token rotation, invitation acceptance and
--- API-key authentication. These run before a tenant context exists (or across tenants),
--- so they are SECURITY DEFINER with an empty search_path, and filter by tenant
--- explicitly. Passwords are verified in Python (argon2id); tokens arrive as SHA-256.
---
--- Where a refusal must still be written down (a reused refresh token revokes its
--- session; a failed login counts towards lockout) the function returns an outcome
--- instead of raising, so the caller commits the write and then answers 401.
+-- Sessions: accounts, sign-up, login with lockout, sessions with rotating refresh
+-- tokens, and the session check every request with an access token makes. These run
+-- before a tenant context exists (or across tenants), so they are SECURITY DEFINER with
+-- an empty search_path, and filter by tenant explicitly. Passwords are verified in
+-- Python (argon2id); tokens arrive as SHA-256. Where a refusal must still be written
+-- down (a failed login counts towards lockout; a reused refresh token revokes its
+-- session) the function returns an outcome instead of raising, so the caller commits
+-- the write and then answers 401.
 
 ----------------------------------------------------------------------------------------
--- shared
+-- accounts
 ----------------------------------------------------------------------------------------
-
--- Create a tenant and its slug lookup (23505 on tenant_slugs_pkey if the slug is taken).
-CREATE OR REPLACE FUNCTION core.create_tenant(p_slug text, p_name text, p_plan_id text)
-RETURNS core.tenants
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-DECLARE
-    v_tenant core.tenants;
-BEGIN
-    INSERT INTO core.tenants (slug, name, plan_id) VALUES (p_slug, p_name, COALESCE(p_plan_id, 'free'))
-    RETURNING * INTO v_tenant;
-    INSERT INTO core.tenant_slugs (slug, tenant_id) VALUES (v_tenant.slug, v_tenant.tenant_id);
-    RETURN v_tenant;
-EXCEPTION WHEN unique_violation THEN
-    -- re-raised with a stable constraint name: on Citus the error names a shard
-    RAISE EXCEPTION 'the slug "%" is taken', p_slug USING
-        ERRCODE = '23505', CONSTRAINT = 'tenant_slugs_pkey', COLUMN = 'slug';
-END
-$$;
 
 -- Create a user (23505 on users_email_key if the email is taken, ignoring case).
 CREATE OR REPLACE FUNCTION core.create_user(p_email text, p_name text, p_password_hash text)
@@ -50,16 +30,10 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
--- The API request rate the tenant's plan allows per minute (NULL: unlimited).
-CREATE OR REPLACE FUNCTION core.plan_requests_per_minute(p_tenant_id uuid)
-RETURNS integer
-LANGUAGE sql STABLE
-SET search_path = ''
-AS $$
-    SELECT (p.limits ->> 'api_requests_per_minute')::integer
-      FROM core.tenants AS t JOIN core.plans AS p ON p.plan_id = t.plan_id
-     WHERE t.tenant_id = p_tenant_id
-$$;
+-- stamp updated_at (040_timestamps.sql)
+CREATE OR REPLACE TRIGGER touch_updated_at
+    BEFORE UPDATE ON core.users
+    FOR EACH ROW EXECUTE FUNCTION core.touch_updated_at();
 
 ----------------------------------------------------------------------------------------
 -- sign-up and login
@@ -109,6 +83,7 @@ AS $$
 DECLARE
     v_user core.users;
     -- computed here, not in the UPDATE: Citus allows no now() inside CASE in a modification
+    -- (docs/citus.md, fact 14)
     v_now timestamptz := now();
     v_window_start timestamptz := now() - interval '15 minutes';
 BEGIN
@@ -149,6 +124,7 @@ BEGIN
     END IF;
     -- a success clears the failures; first, because on Citus a reference table (users)
     -- cannot be changed after a multi-shard read (the membership search) in a transaction
+    -- (docs/citus.md, fact 17)
     IF v_user.failed_logins > 0 OR v_user.locked_until IS NOT NULL THEN
         UPDATE core.users AS u SET failed_logins = 0, first_failed_at = NULL, locked_until = NULL
          WHERE u.user_id = p_user_id;
@@ -306,87 +282,17 @@ AS $$
 $$;
 
 ----------------------------------------------------------------------------------------
--- invitations and API keys
+-- hook
 ----------------------------------------------------------------------------------------
 
--- Accept an invitation: creates the user if the email is new (name and password hash
--- needed then), or links the existing one; makes the membership. Errors: TA030 unknown
--- token, TA031 expired, TA032 already used, TA033 revoked, TA020 already a member.
-CREATE OR REPLACE FUNCTION auth.accept_invitation(
-    p_tenant_id uuid, p_invitation_id uuid, p_token_hash bytea,
-    p_name text DEFAULT NULL, p_password_hash text DEFAULT NULL
-)
-RETURNS TABLE (user_id uuid, tenant_id uuid, role text, created_user boolean)
-LANGUAGE plpgsql SECURITY DEFINER
+-- Authentication events (login_failed, account_locked, refresh_reuse, ...). Does
+-- nothing yet: the audit log replaces this body to record them.
+CREATE OR REPLACE FUNCTION core.on_auth_event(p_event text, p_user_id uuid, p_tenant_id uuid, p_detail jsonb)
+RETURNS void
+LANGUAGE plpgsql
 SET search_path = ''
 AS $$
-DECLARE
-    v_invitation core.invitations;
 BEGIN
-    SELECT * INTO v_invitation FROM core.invitations AS i
-     WHERE i.tenant_id = p_tenant_id AND i.invitation_id = p_invitation_id
-       FOR UPDATE;
-    IF NOT FOUND OR v_invitation.token_hash <> p_token_hash THEN
-        RAISE EXCEPTION 'no such invitation' USING ERRCODE = 'TA030';
-    ELSIF v_invitation.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'the invitation was revoked' USING ERRCODE = 'TA033';
-    ELSIF v_invitation.accepted_at IS NOT NULL THEN
-        RAISE EXCEPTION 'the invitation was already used' USING ERRCODE = 'TA032';
-    ELSIF v_invitation.expires_at <= now() THEN
-        RAISE EXCEPTION 'the invitation expired at %', v_invitation.expires_at USING
-            ERRCODE = 'TA031', HINT = 'Ask for the invitation to be sent again.';
-    END IF;
-    SELECT u.user_id INTO user_id FROM core.users AS u WHERE lower(u.email) = lower(v_invitation.email);
-    created_user := user_id IS NULL;
-    IF created_user THEN
-        IF p_name IS NULL OR p_password_hash IS NULL THEN
-            RAISE EXCEPTION 'a new account needs a name and a password' USING
-                ERRCODE = '22023', COLUMN = CASE WHEN p_name IS NULL THEN 'name' ELSE 'password' END;
-        END IF;
-        user_id := core.create_user(v_invitation.email, p_name, p_password_hash);
-    ELSIF EXISTS (SELECT 1 FROM core.memberships AS m WHERE m.tenant_id = p_tenant_id AND m.user_id = accept_invitation.user_id) THEN
-        RAISE EXCEPTION 'already a member of this tenant' USING ERRCODE = 'TA020';
-    END IF;
-    INSERT INTO core.memberships (tenant_id, user_id, role) VALUES (p_tenant_id, user_id, v_invitation.role);
-    UPDATE core.invitations AS i SET accepted_at = now(), accepted_by = accept_invitation.user_id
-     WHERE i.tenant_id = p_tenant_id AND i.invitation_id = p_invitation_id;
-    tenant_id := p_tenant_id;
-    role := v_invitation.role;
-    RETURN NEXT;
-END
-$$;
-
--- Authenticate an API key by its prefix and SHA-256. Outcomes: ok (usage recorded),
--- invalid, revoked, expired. The prefix lookup finds the tenant's shard.
-CREATE OR REPLACE FUNCTION auth.authenticate_api_key(p_prefix text, p_key_hash bytea, p_ip inet DEFAULT NULL)
-RETURNS TABLE (outcome text, tenant_id uuid, key_id uuid, scopes text[], requests_per_minute integer)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
-AS $$
-DECLARE
-    v_key core.api_keys;
-BEGIN
-    -- two steps, so the key's own lookup is a router query on the tenant's shard
-    SELECT p.tenant_id, p.key_id INTO tenant_id, key_id FROM core.api_key_prefixes AS p WHERE p.prefix = p_prefix;
-    SELECT k.* INTO v_key FROM core.api_keys AS k
-     WHERE k.tenant_id = authenticate_api_key.tenant_id AND k.key_id = authenticate_api_key.key_id;
-    IF NOT FOUND OR v_key.key_hash <> p_key_hash THEN
-        outcome := 'invalid'; RETURN NEXT; RETURN;
-    END IF;
-    tenant_id := v_key.tenant_id;
-    key_id := v_key.key_id;
-    IF v_key.revoked_at IS NOT NULL THEN
-        outcome := 'revoked';
-    ELSIF v_key.expires_at <= now() THEN
-        outcome := 'expired';
-    ELSE
-        UPDATE core.api_keys AS k
-           SET last_used_at = now(), last_used_ip = p_ip, use_count = k.use_count + 1
-         WHERE k.tenant_id = v_key.tenant_id AND k.key_id = v_key.key_id;
-        scopes := v_key.scopes;
-        requests_per_minute := core.plan_requests_per_minute(v_key.tenant_id);
-        outcome := 'ok';
-    END IF;
-    RETURN NEXT;
+    NULL;
 END
 $$;

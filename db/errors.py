@@ -1,0 +1,206 @@
+"""The error registry: every SQLSTATE the project raises or maps, declared once.
+
+The rules live in SQL and refuse with documented SQLSTATEs; clients see an HTTP status
+and a stable problem `code`. This table is the single source for both sides: api/errors.py
+maps database errors with it, the OpenAPI document lists its codes per status, and the
+"Error contract" section of sql/README.md is generated from it (`python -m db.errors --write`).
+tests/test_error_registry.py fails when a SQL file raises a SQLSTATE missing here.
+
+The status is plain data: db/ does not import the API.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from db import PROJECT_ROOT
+
+#: Problem codes are snake_case words: `not_found`, `tenant_suspended`, `missing_scope`.
+CODE_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class SqlState:
+    """One SQLSTATE of the contract: what the client gets, and what it means (for the docs)."""
+
+    sqlstate: str
+    status: int
+    code: str
+    title: str
+    meaning: str
+    #: codes by constraint name, for a SQLSTATE shared by several constraints (23505)
+    by_constraint: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_constraint", MappingProxyType(dict(self.by_constraint)))
+
+    def code_for(self, constraint: str | None) -> str:
+        """The code for an error naming `constraint` (the entry's own code when it has none of its own)."""
+        return self.by_constraint.get(constraint or "", self.code)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Every code this SQLSTATE can answer with (for the docs)."""
+        return (self.code, *self.by_constraint.values())
+
+
+# fmt: off
+# The table. Standard SQLSTATEs are named as PostgreSQL names the condition, the project's
+# own (TNxxx tenancy, TAxxx access) by their code.
+#                                       SQLSTATE HTTP code                       title
+# -- standard SQLSTATEs --------------------------------------------------------------------------------------------
+INSUFFICIENT_PRIVILEGE = SqlState(      "42501", 403, "forbidden",               "Forbidden",
+    "tenant argument is not the transaction's tenant; a row for another tenant (RLS); no privilege")
+NO_DATA_FOUND = SqlState(               "P0002", 404, "not_found",               "Not found",
+    "not found — including another tenant's object (no existence leak)")
+UNIQUE_VIOLATION = SqlState(            "23505", 409, "conflict",                "Conflict",
+    "duplicate value; the constraint (and `COLUMN`) say which", {
+        "projects_live_name_key": "duplicate_name",
+        "tenant_slugs_pkey": "slug_taken",
+        "users_email_key": "email_taken",
+        "invitations_open_email_key": "invitation_open",
+    })
+FOREIGN_KEY_VIOLATION = SqlState(       "23503", 422, "unknown_reference",       "Unknown reference",
+    "a reference to something that does not exist (an unknown plan, role, user)")
+NOT_NULL_VIOLATION = SqlState(          "23502", 422, "missing_value",           "Missing value",
+    "a required value is missing; `COLUMN` names it")
+CHECK_VIOLATION = SqlState(             "23514", 422, "invalid_value",           "Invalid value",
+    "a value out of range (a check constraint: status, priority, a blank name)")
+INVALID_PARAMETER_VALUE = SqlState(     "22023", 422, "invalid_parameter",       "Invalid parameter",
+    "invalid parameter: unknown field, unparsable value, page size; `COLUMN` names it")
+INVALID_TEXT_REPRESENTATION = SqlState( "22P02", 422, "invalid_input",           "Invalid input",
+    "a value that does not parse as its type (a UUID, a number, an enum)")
+UNTRANSLATABLE_CHARACTER = SqlState(    "22P05", 422, "invalid_input",           "Invalid input",
+    "a character that cannot be stored, e.g. a NUL character in a jsonb string")
+INVALID_DATETIME_FORMAT = SqlState(     "22007", 422, "invalid_input",           "Invalid input",
+    "a date or time that does not parse")
+DATETIME_FIELD_OVERFLOW = SqlState(     "22008", 422, "invalid_input",           "Invalid input",
+    "a date or time out of range")
+STRING_DATA_RIGHT_TRUNCATION = SqlState("22001", 422, "value_too_long",          "Value too long",
+    "a value longer than its column allows")
+# -- TNxxx: tenancy ------------------------------------------------------------------------------------------------
+TENANT_SUSPENDED = SqlState(            "TN001", 403, "tenant_suspended",        "Tenant suspended",
+    "tenant is suspended: reads work, writes are refused")
+TENANT_DELETED = SqlState(              "TN002", 403, "tenant_deleted",          "Tenant deleted",
+    "tenant is deleted: neither reads nor writes")
+TENANT_DELETED_FINAL = SqlState(        "TN003", 409, "tenant_deleted_final",    "Tenant deleted for good",
+    "a deleted tenant cannot change status")
+PROJECT_DELETED = SqlState(             "TN010", 409, "project_deleted",         "Project deleted",
+    "a live task cannot belong to a deleted project")
+# -- TAxxx: identity and access ------------------------------------------------------------------------------------
+ACCOUNT_UNAVAILABLE = SqlState(         "TA001", 403, "account_unavailable",     "Account unavailable",
+    "the account cannot log in (disabled or locked)")
+NOT_A_MEMBER = SqlState(                "TA002", 403, "not_a_member",            "Not a member",
+    "the user is not a member of that tenant")
+SESSION_REVOKED = SqlState(             "TA005", 401, "session_revoked",         "Session revoked",
+    "the session has ended (logout, revoked, refresh reuse, expired)")
+MISSING_SCOPE = SqlState(               "TA010", 403, "missing_scope",           "Missing scope",
+    "the actor lacks the scope the call needs")
+ALREADY_MEMBER = SqlState(              "TA020", 409, "already_member",          "Already a member",
+    "already a member")
+INVITATION_NOT_FOUND = SqlState(        "TA030", 404, "invitation_not_found",    "Invitation not found",
+    "no such invitation")
+INVITATION_EXPIRED = SqlState(          "TA031", 410, "invitation_expired",      "Invitation expired",
+    "the invitation has expired")
+INVITATION_USED = SqlState(             "TA032", 409, "invitation_used",         "Invitation used",
+    "the invitation was already used")
+INVITATION_REVOKED = SqlState(          "TA033", 410, "invitation_revoked",      "Invitation revoked",
+    "the invitation was revoked")
+LAST_OWNER = SqlState(                  "TA040", 409, "last_owner",              "Last owner",
+    "a tenant must keep one owner")
+OWNER_REQUIRED = SqlState(              "TA041", 403, "owner_required",          "Owner required",
+    "only owners grant or remove the owner role")
+SCOPE_ESCALATION = SqlState(            "TA050", 403, "scope_escalation",        "Scope escalation",
+    "an API key cannot have scopes its creator (or rotator) lacks")
+PLATFORM_ADMIN_REQUIRED = SqlState(     "TA060", 403, "platform_admin_required", "Platform administrator required",
+    "only a platform administrator may do this")
+# fmt: on
+
+#: Every entry, in declaration order (read from this module: nothing is listed twice).
+REGISTRY: tuple[SqlState, ...] = tuple(value for value in list(globals().values()) if isinstance(value, SqlState))
+BY_SQLSTATE: dict[str, SqlState] = {entry.sqlstate: entry for entry in REGISTRY}
+
+
+def lookup(sqlstate: str | None) -> SqlState | None:
+    """The entry for a SQLSTATE, or None when it is outside the contract."""
+    return BY_SQLSTATE.get(sqlstate or "")
+
+
+def label(sqlstate: str | None) -> str:
+    """`TN001 tenant_suspended` for a registered SQLSTATE, the bare SQLSTATE otherwise (for one-line messages)."""
+    entry = lookup(sqlstate)
+    return f"{entry.sqlstate} {entry.code}" if entry else sqlstate or ""
+
+
+def codes_by_status() -> dict[int, list[str]]:
+    """The codes each HTTP status can come with, constraint codes included (each once, in table order)."""
+    found: dict[int, list[str]] = {}
+    for entry in REGISTRY:
+        codes = found.setdefault(entry.status, [])
+        codes += [code for code in entry.codes if code not in codes]
+    return dict(sorted(found.items()))
+
+
+# -- sql/README.md's "Error contract" section ----------------------------------------------------------------------
+
+README = PROJECT_ROOT / "sql" / "README.md"
+BEGIN, END = "<!-- errors:begin (generated by `python -m db.errors --write`) -->", "<!-- errors:end -->"
+
+
+def markdown_table() -> str:
+    """The generated body of the README's error contract section (between the markers)."""
+    lines = [
+        "Generated from the registry `db/errors.py` (do not edit here: edit it, then run",
+        "`python -m db.errors --write`). The API maps these to HTTP statuses and stable problem",
+        "codes (`type` is `/problems/<code>`); anything else is a 500 `internal_error`.",
+        "",
+        "| SQLSTATE | title | meaning | HTTP | code |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| `{e.sqlstate}` | {e.title} | {e.meaning} | {e.status} | `{e.code}` |" for e in REGISTRY]
+    lines += [
+        "",
+        "Codes by constraint, for a SQLSTATE several constraints share:",
+        "",
+        "| SQLSTATE | constraint | HTTP | code |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{e.sqlstate}` | `{constraint}` | {e.status} | `{code}` |"
+        for e in REGISTRY
+        for constraint, code in e.by_constraint.items()
+    ]
+    return "\n".join(lines)
+
+
+def readme_section(text: str) -> str:
+    """What stands between the markers in `text` (ValueError when they are missing)."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the markers {BEGIN!r} and {END!r} are missing")
+    return text[start + len(BEGIN) : end].strip("\n")
+
+
+def write_readme(path: Path = README) -> bool:
+    """Regenerate the section between the markers only (the rest of the file is hand-written); True if changed."""
+    text = path.read_text()
+    current = readme_section(text)
+    if current == markdown_table():
+        return False
+    start, end = text.find(BEGIN) + len(BEGIN), text.find(END)
+    path.write_text(f"{text[:start]}\n{markdown_table()}\n{text[end:]}")
+    return True
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        print(f"{README}: {'rewritten' if write_readme() else 'already up to date'}")
+    elif sys.argv[1:]:
+        sys.exit("usage: python -m db.errors [--write]   (prints the README section, or rewrites it in place)")
+    else:
+        print(markdown_table())
