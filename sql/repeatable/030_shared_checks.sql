@@ -12,7 +12,7 @@
 CREATE OR REPLACE FUNCTION core.raise_not_found(p_what text, p_id anyelement, p_column text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- two forms: RAISE refuses an option whose value is NULL
@@ -31,7 +31,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.assert_known_fields(p_changes jsonb, p_allowed text[], p_entity text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_unknown text;
@@ -67,7 +67,7 @@ AS $$ SELECT 200 $$;
 CREATE OR REPLACE FUNCTION core.assert_page_size(p_limit integer)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_max integer := core.max_page_size() + 1;

@@ -9,7 +9,7 @@
 CREATE OR REPLACE FUNCTION core.touch_updated_at()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NEW.updated_at := now();

@@ -15,7 +15,7 @@
 CREATE OR REPLACE FUNCTION core.current_scopes()
 RETURNS text[]
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant_id uuid := core.current_tenant_id();
@@ -41,7 +41,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.current_member_role()
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.role FROM core.memberships AS m
      WHERE core.current_actor_type() = 'user'
@@ -56,7 +56,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.assert_scope(p_scope text)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT p_scope = ANY (core.current_scopes()) THEN
@@ -73,7 +73,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.assert_tenant_context(p_tenant_id uuid, p_scope text)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_tenant_id IS NULL OR p_tenant_id IS DISTINCT FROM core.current_tenant_id() THEN

@@ -17,14 +17,14 @@
 CREATE OR REPLACE FUNCTION core.tenant_status(p_tenant_id uuid)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT status FROM core.tenants WHERE tenant_id = p_tenant_id $$;
 
 -- Raise TN002 if the tenant is deleted and, for a write, TN001 if it is suspended.
 CREATE OR REPLACE FUNCTION core.assert_tenant_allows(p_tenant_id uuid, p_write boolean)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_status text := core.tenant_status(p_tenant_id);
@@ -50,7 +50,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.create_tenant(p_slug text, p_name text, p_plan_id text)
 RETURNS core.tenants
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
@@ -70,7 +70,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.plan_requests_per_minute(p_tenant_id uuid)
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (p.limits ->> 'api_requests_per_minute')::integer
       FROM core.tenants AS t JOIN core.plans AS p ON p.plan_id = t.plan_id
@@ -85,7 +85,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.get_tenant(p_tenant_id uuid)
 RETURNS core.tenants
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
@@ -109,7 +109,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.guard_tenant_writes()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- NEW is NULL for DELETE, OLD for INSERT
@@ -123,7 +123,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.track_tenant_status()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.status IS NOT DISTINCT FROM OLD.status THEN

@@ -13,7 +13,7 @@
 CREATE OR REPLACE FUNCTION core.assert_may_manage_role(p_role text)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_role = 'owner' AND core.current_member_role() IS DISTINCT FROM 'owner' THEN
@@ -26,7 +26,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.keep_an_owner()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM core.memberships WHERE tenant_id = OLD.tenant_id AND role = 'owner') THEN
@@ -52,7 +52,7 @@ CREATE OR REPLACE FUNCTION api.me(p_tenant_id uuid)
 RETURNS TABLE (actor_type text, actor_id uuid, email text, name text, role text, scopes text[],
                is_platform_admin boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, NULL);
@@ -74,7 +74,7 @@ CREATE OR REPLACE FUNCTION api.list_members(
 )
 RETURNS TABLE (user_id uuid, email text, name text, role text, created_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'members:read');
@@ -94,7 +94,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.set_member_role(p_tenant_id uuid, p_user_id uuid, p_role text)
 RETURNS core.memberships
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_membership core.memberships;
@@ -117,7 +117,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.remove_member(p_tenant_id uuid, p_user_id uuid)
 RETURNS core.memberships
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_membership core.memberships;

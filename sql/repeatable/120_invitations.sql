@@ -15,7 +15,7 @@ CREATE OR REPLACE FUNCTION api.create_invitation(
 )
 RETURNS core.invitations
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_invitation core.invitations;
@@ -44,7 +44,7 @@ CREATE OR REPLACE FUNCTION api.list_invitations(
 )
 RETURNS SETOF core.invitations
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'members:read');
@@ -67,7 +67,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.open_invitation_for_update(p_tenant_id uuid, p_invitation_id uuid)
 RETURNS core.invitations
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_invitation core.invitations;
@@ -92,7 +92,7 @@ CREATE OR REPLACE FUNCTION api.resend_invitation(
 )
 RETURNS core.invitations
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_invitation core.invitations;
@@ -110,7 +110,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.revoke_invitation(p_tenant_id uuid, p_invitation_id uuid)
 RETURNS core.invitations
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_invitation core.invitations;
@@ -128,7 +128,7 @@ $$;
 -- accepting
 ----------------------------------------------------------------------------------------
 
--- The invitee has no tenant context yet: SECURITY DEFINER with an empty search_path,
+-- The invitee has no tenant context yet: SECURITY DEFINER with search_path `pg_catalog, pg_temp` (temp last),
 -- filtering by tenant explicitly (as the sign-up and login functions, 140_sessions.sql).
 
 -- Accept an invitation: creates the user if the email is new (name and password hash
@@ -140,7 +140,7 @@ CREATE OR REPLACE FUNCTION auth.accept_invitation(
 )
 RETURNS TABLE (user_id uuid, tenant_id uuid, role text, created_user boolean)
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_invitation core.invitations;

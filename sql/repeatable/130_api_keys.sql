@@ -11,7 +11,7 @@
 CREATE OR REPLACE FUNCTION core.assert_grantable_scopes(p_scopes text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_unknown text;
@@ -40,7 +40,7 @@ CREATE OR REPLACE FUNCTION core.insert_api_key(
 )
 RETURNS core.api_keys
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key core.api_keys;
@@ -67,7 +67,7 @@ CREATE OR REPLACE FUNCTION api.create_api_key(
 )
 RETURNS core.api_keys
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
@@ -83,7 +83,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.list_api_keys(p_tenant_id uuid)
 RETURNS SETOF core.api_keys
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'keys:manage');
@@ -95,7 +95,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.revoke_api_key(p_tenant_id uuid, p_key_id uuid)
 RETURNS core.api_keys
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key core.api_keys;
@@ -119,7 +119,7 @@ CREATE OR REPLACE FUNCTION api.rotate_api_key(
 )
 RETURNS core.api_keys
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_old core.api_keys;
@@ -162,7 +162,7 @@ $$;
 -- authenticating
 ----------------------------------------------------------------------------------------
 
--- Runs before a tenant context exists: SECURITY DEFINER with an empty search_path. It
+-- Runs before a tenant context exists: SECURITY DEFINER with search_path `pg_catalog, pg_temp` (temp last). It
 -- returns an outcome instead of raising, as the login functions do (140_sessions.sql).
 
 -- Authenticate an API key by its prefix and SHA-256. Outcomes: ok (usage recorded),
@@ -170,7 +170,7 @@ $$;
 CREATE OR REPLACE FUNCTION auth.authenticate_api_key(p_prefix text, p_key_hash bytea, p_ip inet DEFAULT NULL)
 RETURNS TABLE (outcome text, tenant_id uuid, key_id uuid, scopes text[], requests_per_minute integer)
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key core.api_keys;

@@ -1,7 +1,7 @@
 -- Sessions: accounts, sign-up, login with lockout, sessions with rotating refresh
 -- tokens, and the session check every request with an access token makes. These run
 -- before a tenant context exists (or across tenants), so they are SECURITY DEFINER with
--- an empty search_path, and filter by tenant explicitly. Passwords are verified in
+-- search_path `pg_catalog, pg_temp` (temp last), and filter by tenant explicitly. Passwords are verified in
 -- Python (argon2id); tokens arrive as SHA-256. Where a refusal must still be written
 -- down (a failed login counts towards lockout; a reused refresh token revokes its
 -- session) the function returns an outcome instead of raising, so the caller commits
@@ -15,7 +15,7 @@
 CREATE OR REPLACE FUNCTION core.create_user(p_email text, p_name text, p_password_hash text)
 RETURNS uuid
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_user_id uuid;
@@ -45,7 +45,7 @@ CREATE OR REPLACE FUNCTION auth.sign_up(
 )
 RETURNS TABLE (user_id uuid, tenant_id uuid)
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
@@ -63,7 +63,7 @@ $$;
 CREATE OR REPLACE FUNCTION auth.begin_login(p_email text)
 RETURNS TABLE (user_id uuid, password_hash text, status text, locked_for_seconds integer)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT u.user_id,
            CASE WHEN u.locked_until > now() THEN NULL ELSE u.password_hash END,
@@ -78,7 +78,7 @@ $$;
 CREATE OR REPLACE FUNCTION auth.record_login_failure(p_user_id uuid)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_user core.users;
@@ -113,7 +113,7 @@ CREATE OR REPLACE FUNCTION auth.open_session(
 RETURNS TABLE (session_id uuid, tenant_id uuid, role text, scopes text[], is_platform_admin boolean,
                expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_user core.users;
@@ -160,7 +160,7 @@ CREATE OR REPLACE FUNCTION auth.refresh_session(p_tenant_id uuid, p_token_hash b
 RETURNS TABLE (outcome text, session_id uuid, user_id uuid, role text, scopes text[],
                is_platform_admin boolean, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_token core.refresh_tokens;
@@ -218,7 +218,7 @@ $$;
 CREATE OR REPLACE FUNCTION auth.check_session(p_tenant_id uuid, p_session_id uuid, p_user_id uuid)
 RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     SELECT m.role, u.is_platform_admin INTO role, is_platform_admin
@@ -242,7 +242,7 @@ CREATE OR REPLACE FUNCTION auth.revoke_session(p_user_id uuid, p_tenant_id uuid,
                                                p_reason text DEFAULT 'revoked')
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = p_reason
@@ -256,7 +256,7 @@ $$;
 CREATE OR REPLACE FUNCTION auth.revoke_all_sessions(p_user_id uuid)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_count integer;
@@ -273,7 +273,7 @@ CREATE OR REPLACE FUNCTION auth.list_sessions(p_user_id uuid)
 RETURNS TABLE (tenant_id uuid, session_id uuid, created_at timestamptz, last_refreshed_at timestamptz,
                expires_at timestamptz, user_agent text, ip inet)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.tenant_id, s.session_id, s.created_at, s.last_refreshed_at, s.expires_at, s.user_agent, s.ip
       FROM core.sessions AS s
@@ -290,7 +290,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.on_auth_event(p_event text, p_user_id uuid, p_tenant_id uuid, p_detail jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NULL;

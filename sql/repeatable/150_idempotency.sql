@@ -17,7 +17,7 @@ CREATE OR REPLACE FUNCTION api.idempotency_begin(
 )
 RETURNS TABLE (state text, status integer, response jsonb)
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_row core.idempotency_keys;
@@ -54,7 +54,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.idempotency_finish(p_tenant_id uuid, p_key text, p_status integer, p_response jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, NULL);

@@ -16,7 +16,7 @@
 CREATE OR REPLACE FUNCTION core.raise_duplicate_project_name(p_name text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RAISE EXCEPTION 'a live project named "%" already exists', p_name USING
@@ -35,7 +35,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.create_project(p_tenant_id uuid, p_name text, p_description text DEFAULT '')
 RETURNS core.projects
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
@@ -54,7 +54,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.get_project(p_tenant_id uuid, p_project_id uuid)
 RETURNS core.projects
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
@@ -79,7 +79,7 @@ CREATE OR REPLACE FUNCTION api.list_projects(
 )
 RETURNS SETOF core.projects
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
@@ -99,7 +99,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.update_project(p_tenant_id uuid, p_project_id uuid, p_changes jsonb)
 RETURNS core.projects
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
@@ -124,7 +124,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.delete_project(p_tenant_id uuid, p_project_id uuid)
 RETURNS core.projects
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
@@ -148,7 +148,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.cascade_project_soft_delete()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE core.tasks

@@ -21,7 +21,7 @@ CREATE OR REPLACE FUNCTION api.create_task(
 )
 RETURNS core.tasks
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
@@ -47,7 +47,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.get_task(p_tenant_id uuid, p_task_id uuid)
 RETURNS core.tasks
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
@@ -76,7 +76,7 @@ CREATE OR REPLACE FUNCTION api.list_tasks(
 )
 RETURNS SETOF core.tasks
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
@@ -103,7 +103,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.update_task(p_tenant_id uuid, p_task_id uuid, p_changes jsonb)
 RETURNS core.tasks
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
@@ -153,7 +153,7 @@ $$;
 CREATE OR REPLACE FUNCTION api.delete_task(p_tenant_id uuid, p_task_id uuid)
 RETURNS core.tasks
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
@@ -177,7 +177,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.guard_task_project_live()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.deleted_at IS NULL AND EXISTS (

@@ -1,6 +1,6 @@
 -- Admin: platform administration across tenants, for the platform-admin role, and only
 -- with a platform administrator as the context's actor (TA060). SECURITY DEFINER with
--- an empty search_path: they run as the owner, beyond RLS. Every change is recorded in
+-- search_path `pg_catalog, pg_temp` (temp last): they run as the owner, beyond RLS. Every change is recorded in
 -- core.platform_admin_actions with the administrator and request id.
 
 ----------------------------------------------------------------------------------------
@@ -11,7 +11,7 @@
 CREATE OR REPLACE FUNCTION core.assert_platform_admin()
 RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF core.current_actor_type() IS DISTINCT FROM 'platform_admin' OR NOT EXISTS (
@@ -27,7 +27,7 @@ $$;
 CREATE OR REPLACE FUNCTION core.record_admin_action(p_tenant_id uuid, p_action text)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO core.platform_admin_actions (tenant_id, admin_user_id, action, request_id)
     VALUES (p_tenant_id, core.current_actor_id(), p_action, core.current_request_id())
@@ -43,7 +43,7 @@ CREATE OR REPLACE FUNCTION admin.create_tenant(
 )
 RETURNS core.tenants
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
@@ -63,7 +63,7 @@ $$;
 CREATE OR REPLACE FUNCTION admin.set_tenant_status(p_tenant_id uuid, p_status text)
 RETURNS core.tenants
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
@@ -89,7 +89,7 @@ CREATE OR REPLACE FUNCTION admin.list_tenants(
 )
 RETURNS SETOF core.tenants
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_platform_admin();
@@ -108,7 +108,7 @@ $$;
 CREATE OR REPLACE FUNCTION admin.list_tenant_actions(p_tenant_id uuid)
 RETURNS SETOF core.platform_admin_actions
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM core.assert_platform_admin();

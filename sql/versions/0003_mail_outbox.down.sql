@@ -1,0 +1,2 @@
+-- 0003 mail outbox, undone.
+DROP TABLE core.mail_outbox CASCADE;

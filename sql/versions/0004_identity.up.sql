@@ -1,0 +1,1 @@
+-- 0004_identity: placeholder, filled by its issue's work (no statement yet).

@@ -1,0 +1,1 @@
+-- 0005_accounts: placeholder (no statement yet).

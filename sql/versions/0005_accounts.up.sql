@@ -1,0 +1,1 @@
+-- 0005_accounts: placeholder, filled by its issue's work (no statement yet).

@@ -1,0 +1,1 @@
+-- 0006_keys_lockout: placeholder (no statement yet).

@@ -1,0 +1,1 @@
+-- 0006_keys_lockout: placeholder, filled by its issue's work (no statement yet).
