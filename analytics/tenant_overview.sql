@@ -23,7 +23,7 @@ RETURNS TABLE (
     done_tasks bigint
 )
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT t.tenant_id, t.slug, t.name, t.plan_id, p.price_cents, t.status,
        t.created_at, t.suspended_at, t.deleted_at,

@@ -100,5 +100,22 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # pragma: no cover - prints the README table
-    print(markdown_table(), end="")
+def write_readme() -> bool:
+    """Rewrite the README's table between its markers; True if it changed."""
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    if text[start:stop] == markdown_table():
+        return False
+    readme.write_text(text[:start] + markdown_table() + text[stop:])
+    return True
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the README table, or rewrites it (--write)
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        print("README.md: " + ("rewritten" if write_readme() else "already up to date"))
+    else:
+        print(markdown_table(), end="")

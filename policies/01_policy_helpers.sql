@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION core.drop_policies(p_table regclass)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_policy name;

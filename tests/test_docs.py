@@ -13,7 +13,7 @@ def test_the_readme_settings_table_is_generated_from_the_settings_class():
     readme = (PROJECT_ROOT / "README.md").read_text()
     found = re.search(r"<!-- settings:begin -->\n(.*?)<!-- settings:end -->", readme, re.S)
     assert found, "README.md lost its <!-- settings:begin/end --> markers"
-    assert found[1] == markdown_table(), "README settings table is stale: run `.venv/bin/python -m db.settings`"
+    assert found[1] == markdown_table(), "README settings table is stale: run `.venv/bin/python -m db.settings --write`"
 
 
 def test_every_setting_is_described():
