@@ -10,7 +10,7 @@ import falcon
 from api import encoding, errors, logs, openapi, ratelimit
 from api.pipeline import Pipeline, RequestIdAndMetrics
 from api.ratelimit import RateLimiter
-from api.resources import access, admin, auth, ops, work
+from api.resources import access, account, admin, auth, ops, work
 from api.resources.base import UUIDConverter
 from db.context import Database
 from db.settings import API_ROLE, Settings, get_settings
@@ -26,16 +26,21 @@ def routes(db: Database, redis_client, settings: Settings) -> list[tuple[str, An
     return [
         ("/health", ops.HealthResource()),
         ("/ready", ops.ReadyResource(db.pool(API_ROLE), redis_client)),
-        ("/metrics", ops.MetricsResource()),
+        ("/metrics", ops.MetricsResource(settings.metrics_token)),
         ("/v1/signup", auth.SignUpResource(sessions)),
         ("/v1/auth/login", auth.LoginResource(sessions)),
         ("/v1/auth/refresh", auth.RefreshResource(sessions)),
         ("/v1/auth/logout", auth.LogoutResource()),
-        ("/v1/auth/me", auth.MeResource()),
+        ("/v1/auth/me", account.MeResource()),  # GET: who am I; PATCH: the profile
+        ("/v1/auth/password", account.PasswordChangeResource()),
+        ("/v1/auth/password-reset", account.PasswordResetResource(db, settings)),
+        ("/v1/auth/password-reset/confirm", account.PasswordResetConfirmResource(db)),
         ("/v1/auth/sessions", auth.SessionsResource()),
         ("/v1/auth/sessions/{tenant_id:uuid}/{session_id:uuid}", auth.SessionResource()),
         ("/v1/auth/switch-tenant", auth.SwitchTenantResource(sessions)),
-        ("/v1/tenant", work.TenantResource()),
+        ("/v1/auth/verify-email", auth.VerifyEmailResource(db)),
+        ("/v1/auth/verify-email/resend", auth.VerificationResendResource(db)),
+        ("/v1/tenant", account.TenantResource()),  # GET: the tenant; PATCH: name and settings
         ("/v1/members", access.MembersResource()),
         ("/v1/members/{user_id:uuid}", access.MemberResource()),
         ("/v1/invitations", access.InvitationsResource()),
@@ -74,7 +79,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         redis_client = ratelimit.connect(settings.redis_url, timeout=0.2)
         limiter = RateLimiter(redis_client)
 
-    middleware: list[Any] = [RequestIdAndMetrics(), Pipeline(settings, db, limiter)]
+    middleware: list[Any] = [RequestIdAndMetrics(settings.trusted_proxy_list()), Pipeline(settings, db, limiter)]
     app = falcon.App(middleware=middleware)
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})

@@ -1,10 +1,14 @@
 """`tenantry demo`: start everything, migrate, and run a real flow over HTTP.
 
 PostgreSQL (embedded by default) and Redis are started if needed, the API runs as a
-`tenantry serve` subprocess, and the demo talks to it like any client: sign-ups, an
-invitation accepted by a new member, an API key, projects and tasks, isolation between
-tenants, a suspended tenant, rate-limit headers, and the analysts' view. Re-runnable:
-each run makes new tenants and users.
+`tenantry serve` subprocess, and the demo talks to it like any client: sign-ups (on the
+free plan) with email verification, an invitation accepted by a new member, an API key,
+projects and tasks, isolation between tenants, a suspended tenant, rate-limit headers,
+and the analysts' view. Re-runnable: each run makes new tenants and users.
+
+Tokens that reach people by mail (email verification, invitations) are read where the
+API's transaction queued them, core.mail_outbox, as the database owner: the demo plays
+the recipient's mailbox (delivery, `tenantry mail deliver`, would send them on).
 """
 
 from __future__ import annotations
@@ -57,6 +61,19 @@ def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
     )
 
 
+def _mailed_token(settings: Settings, to: str, template: str) -> str:
+    """The token in the newest `template` mail queued for `to` (the recipient's mailbox)."""
+    with psycopg.connect(settings.database_url or "") as conn:
+        found = conn.execute(
+            "SELECT data ->> 'token' FROM core.mail_outbox WHERE lower(to_address) = lower(%s) AND template = %s"
+            " ORDER BY created_at DESC LIMIT 1",
+            (to, template),
+        ).fetchone()
+    if found is None:
+        raise RuntimeError(f"no {template} mail to {to} in core.mail_outbox")
+    return found[0]
+
+
 def _show(echo: Echo, label: str, resp: httpx.Response) -> dict:
     body = resp.json() if resp.content else {}
     extra = f"{body.get('code')}: {body.get('detail')}" if resp.status_code >= 400 else ""
@@ -68,39 +85,45 @@ def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
     run_id = secrets.token_hex(3)
     password = f"demo-password-{run_id}"
 
-    echo("\n-- two companies sign up (each gets a tenant and is its owner)")
+    echo("\n-- two companies sign up (each gets a free-plan tenant and is its owner) and verify their email")
     accounts = {}
     for name in ("acme", "globex"):
+        email = f"owner@{name}-{run_id}.test"
         body = _show(
             echo,
             f"POST /v1/signup {name}",
             http.post(
                 "/v1/signup",
                 json={
-                    "email": f"owner@{name}-{run_id}.test",
+                    "email": email,
                     "name": f"{name.title()} Owner",
                     "password": password,
                     "tenant_slug": f"{name}-{run_id}",
                     "tenant_name": name.title(),
-                    "plan": "pro",
                 },
             ),
         )
         accounts[name] = body
+        _show(
+            echo,
+            "POST /v1/auth/verify-email (the mailed token)",
+            http.post("/v1/auth/verify-email", json={"token": _mailed_token(settings, email, "verify_email")}),
+        )
     acme = {"Authorization": f"Bearer {accounts['acme']['access_token']}"}
     globex = {"Authorization": f"Bearer {accounts['globex']['access_token']}"}
 
-    echo("\n-- acme invites a developer, who accepts and logs in")
-    invite = _show(
+    echo("\n-- acme invites a developer (the token goes to the invitee by mail), who accepts and logs in")
+    _show(
         echo,
         "POST /v1/invitations (developer)",
         http.post("/v1/invitations", headers=acme, json={"email": f"dev@acme-{run_id}.test", "role": "developer"}),
     )
+    invitation_token = _mailed_token(settings, f"dev@acme-{run_id}.test", "invitation")
     _show(
         echo,
         "POST /v1/invitations/accept (new account)",
         http.post(
-            "/v1/invitations/accept", json={"token": invite["token"], "name": "Dee Veloper", "password": password}
+            "/v1/invitations/accept", json={"token": invitation_token, "name": "Dee Veloper", "password": password}
         ),
     )
     login = _show(
@@ -180,6 +203,53 @@ def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
         ).fetchall()
     for slug, plan, status, projects, open_tasks in rows:
         echo(f"  {slug:<16} {plan:<5} {status:<10} projects={projects} open_tasks={open_tasks}")
+
+    _password_reset(http, settings, echo, f"dev@acme-{run_id}.test")
+
+
+def _password_reset(http: httpx.Client, settings: Settings, echo: Echo, email: str) -> None:
+    """A forgotten password, reset by mail: `tenantry mail deliver --once` writes the queued
+    mail to the file sink (<state_dir>/mail/, the local default), and the demo opens it."""
+    import os
+    import re
+    import sys
+    from email import message_from_bytes, policy
+
+    echo("\n-- the developer forgot the password: a reset mail (delivered to the file sink), then a new one")
+    _show(echo, "POST /v1/auth/password-reset", http.post("/v1/auth/password-reset", json={"email": email}))
+    env = os.environ | {
+        "TENANTRY_DATABASE_URL": settings.database_url or "",
+        "TENANTRY_STATE_DIR": str(settings.state_dir),
+    }
+    delivered = subprocess.run(
+        [sys.executable, "-m", "tenantry", "mail", "deliver", "--once"], env=env, capture_output=True, text=True
+    )
+    echo(f"  tenantry mail deliver --once: {(delivered.stdout or delivered.stderr).strip()}")
+    if settings.smtp_host:
+        echo(f"  (sent over SMTP to {settings.smtp_host}: the demo cannot open that mailbox)")
+        return
+    mails = []
+    for path in sorted((settings.state_dir / "mail").glob("*.eml"), key=lambda p: p.stat().st_mtime):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        text = message.get_body(("plain",))
+        found = re.search(r"prt_[A-Za-z0-9_-]+", text.get_content() if text else "")
+        if message["To"] == email and found:
+            mails.append((path, found.group(0)))
+    if not mails:
+        echo("  no reset mail found in the file sink")
+        return
+    path, token = mails[-1]
+    echo(f"  {path}: a reset mail, token {token[:12]}...")
+    _show(
+        echo,
+        "POST /v1/auth/password-reset/confirm (every session ends)",
+        http.post("/v1/auth/password-reset/confirm", json={"token": token, "password": "a new demo password"}),
+    )
+    _show(
+        echo,
+        "POST /v1/auth/login with the new password",
+        http.post("/v1/auth/login", json={"email": email, "password": "a new demo password"}),
+    )
 
 
 def _make_platform_admin(http: httpx.Client, settings: Settings, run_id: str, password: str) -> dict:

@@ -2,8 +2,11 @@
 
 The database raises documented SQLSTATEs (the registry; sql/README.md) with messages written for
 clients; this module turns them into `application/problem+json` with a stable `code`,
-the field at fault when the database named one, and the request id. Anything we did not
-plan for is a 500 with no detail: the traceback goes to the log, never to the client.
+the field at fault when the database named one, and the request id. Constraint
+violations are the exception: PostgreSQL's message names tables, shards and constraints,
+so the client gets the registry's sentence for the constraint instead (never the
+server's text). Anything we did not plan for is a 500 with no detail: the traceback goes
+to the log, never to the client.
 """
 
 from __future__ import annotations
@@ -53,18 +56,37 @@ def problem_from_database(exc: psycopg.Error) -> Problem:
         log.error("unmapped database error %s", exc.sqlstate, exc_info=exc)
         return Problem(500, "internal_error", "The server could not complete the request.")
     diag = exc.diag
-    code = mapping.code_for(diag.constraint_name)
     extra: dict[str, Any] = {"hint": diag.message_hint} if diag.message_hint else {}
-    field = diag.column_name
-    if field is None and exc.sqlstate == db_errors.NOT_NULL_VIOLATION.sqlstate:
-        # Citus forwards a worker's error with its message only (no column field); the
-        # message is PostgreSQL's own: null value in column "x" of relation "y_102008" ...
-        named = _NOT_NULL_COLUMN.search(diag.message_primary or "")
+    if mapping.sqlstate in db_errors.CONSTRAINT_SQLSTATES:
+        return _constraint_problem(mapping, diag, extra)
+    code = mapping.code_for(diag.constraint_name)
+    return Problem(mapping.status, code, diag.message_primary or mapping.code, field=diag.column_name, **extra)
+
+
+def _constraint_problem(mapping: db_errors.SqlState, diag: psycopg.errors.Diagnostic, extra: dict[str, Any]) -> Problem:
+    """A constraint violation, told from the registry: the message names no table or constraint."""
+    message = diag.message_primary or ""
+    # Citus forwards a worker's error with its message only (no constraint or column
+    # field), and names the shard's copy of the constraint: "..._102008"
+    constraint = diag.constraint_name
+    if constraint is None:
+        named = _CONSTRAINT.search(message)
+        constraint = named.group(1) if named else None
+    constraint = db_errors.known_constraint(constraint)
+    told = db_errors.constraint_message(mapping.sqlstate, constraint)
+    field = told.field or diag.column_name
+    if field is None and mapping.sqlstate == db_errors.NOT_NULL_VIOLATION.sqlstate:
+        # PostgreSQL's own message: null value in column "x" of relation "y_102008" ...
+        named = _NOT_NULL_COLUMN.search(message)
         field = named.group(1) if named else None
-    return Problem(mapping.status, code, diag.message_primary or mapping.code, field=field, **extra)
+    detail = told.message
+    if field and told.field is None:
+        detail = f"{field}: {detail}"
+    return Problem(mapping.status, mapping.code_for(constraint), detail, field=field, **extra)
 
 
 _NOT_NULL_COLUMN = re.compile(r'^null value in column "([^"]+)"')
+_CONSTRAINT = re.compile(r'constraint "([^"]+)"')
 
 
 def code_from_title(title: str | None) -> str:

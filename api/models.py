@@ -41,7 +41,22 @@ class SignUp(Body):
     password: str = Field(min_length=10, max_length=200)
     tenant_slug: str = Field(max_length=63)
     tenant_name: str = Field(max_length=200)
-    plan: str = Field(default="free", max_length=31)
+    # no plan: a new tenant starts on the free plan; paid plans come from billing or a
+    # platform administrator
+
+
+class VerifyEmail(Body):
+    token: str = Field(max_length=200, description="The token of the verify_email mail.")
+
+
+class VerificationResend(Body):
+    email: str = Field(max_length=254)
+
+
+class EmailVerified(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    email_verified_at: dt.datetime
 
 
 class Login(Body):
@@ -71,7 +86,10 @@ class Tokens(BaseModel):
 
 
 class SignedUp(Tokens):
-    pass
+    email_verified: bool = Field(
+        description="False: a verify_email mail was sent. Until verified the account uses its own tenant "
+        "but joins no other, and a verified sign-up of the same address replaces it."
+    )
 
 
 class Me(BaseModel):
@@ -108,7 +126,7 @@ class Revoked(BaseModel):
 
 class Member(BaseModel):
     user_id: uuid.UUID
-    email: str
+    email: str | None  # None: an account waiting to verify the address it claimed
     name: str
     role: str
     created_at: dt.datetime
@@ -146,18 +164,14 @@ class Invitation(BaseModel):
     status: Literal["pending", "accepted", "revoked", "expired"]
 
 
-class InvitationWithToken(Invitation):
-    token: str = Field(description="The single-use token to send to the invitee. Shown once.")
-
-
 class InvitationPage(Page[Invitation]):
     pass
 
 
 class InvitationAccept(Body):
-    token: str = Field(max_length=200)
-    name: str | None = Field(default=None, max_length=200)
-    password: str | None = Field(default=None, min_length=10, max_length=200)
+    token: str = Field(max_length=200, description="The token of the invitation mail.")
+    name: str | None = Field(default=None, max_length=200, description="For a new account only.")
+    password: str | None = Field(default=None, min_length=10, max_length=200, description="For a new account only.")
 
 
 class Accepted(BaseModel):
@@ -306,3 +320,39 @@ class AdminAction(BaseModel):
 
 class AdminActions(BaseModel):
     items: list[AdminAction]
+
+
+# -- accounts: password reset and change, profile, tenant settings ------------------------
+
+
+class PasswordResetRequest(Body):
+    email: str = Field(max_length=254)
+
+
+class PasswordResetRequested(BaseModel):
+    detail: str = Field(description="The same sentence whether or not the email belongs to an account.")
+
+
+class PasswordResetConfirm(Body):
+    token: str = Field(max_length=200, description="The token of the password_reset mail.")
+    password: str = Field(min_length=10, max_length=200, description="The new password.")
+
+
+class PasswordChange(Body):
+    current_password: str = Field(max_length=200)
+    new_password: str = Field(min_length=10, max_length=200)
+
+
+class ProfileChange(Body):
+    name: str = Field(max_length=200)
+
+
+class TenantChange(Body):
+    name: str | None = Field(default=None, max_length=200)
+    settings: dict[str, str | None] | None = Field(
+        default=None,
+        max_length=20,
+        description="Merged into the tenant's settings; a key set to null is removed. Keys: timezone "
+        "(e.g. Europe/Berlin), locale (e.g. de-DE), week_start (monday, sunday, saturday), "
+        "default_task_priority (low, normal, high, urgent).",
+    )

@@ -43,7 +43,15 @@ INFRASTRUCTURE = {
         "Readiness: database and Redis reachable",
         {"200": {"description": "Ready"}, "503": {"description": "Not ready; says what is down"}},
     ),
-    "/metrics": ("Prometheus metrics", {"200": {"description": "Metrics in the Prometheus text format"}}),
+    "/metrics": (
+        "Prometheus metrics: with TENANTRY_METRICS_TOKEN set, for `Authorization: Bearer <token>` only; "
+        "unset, for clients on the API's host only",
+        {
+            "200": {"description": "Metrics in the Prometheus text format"},
+            "401": {"description": "The metrics token is missing or wrong (`invalid_token`)"},
+            "403": {"description": "Not a client on this host, and no metrics token is configured (`forbidden`)"},
+        },
+    ),
     "/v1/openapi.json": ("This document", {"200": {"description": "The OpenAPI 3.1 document"}}),
 }
 
@@ -154,6 +162,7 @@ def _operation(path: str, method: str, resource: Any, spec: Operation) -> dict:
             "user": [{"bearer": []}],
             "admin": [{"bearer": []}],
             "any": [{"bearer": []}, {"apiKey": []}],
+            "optional": [{}, {"bearer": []}],
         }[spec.auth],
     }
     if spec.scope:

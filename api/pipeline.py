@@ -1,8 +1,9 @@
 """The request pipeline: request id and logs, metrics, authentication, the request's
 one database transaction with the tenant context, rate limits, and Idempotency-Key.
 
-Order per request: request id -> authenticate (a JWT checked against its live session,
-or an API key) -> rate limit (Redis, by principal, from the tenant's plan) -> the
+Order per request: request id and client address -> authenticate (a JWT checked against
+its live session, or an API key; credentials that fail are charged to the client's
+anonymous rate limit) -> rate limit (Redis, by principal, from the tenant's plan) -> the
 transaction opens with SET LOCAL app.* -> Idempotency-Key claimed in that transaction
 -> the responder calls one api.* function -> response stored for the key -> commit
 (or rollback on any error) -> headers and metrics.
@@ -23,9 +24,9 @@ import psycopg
 from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
 
-from api import encoding, security
+from api import client, encoding, security
 from api.errors import Problem, render
-from api.ratelimit import Limit, RateLimiter, limit_for_plan
+from api.ratelimit import Decision, Limit, RateLimiter, limit_for_plan
 from api.spec import operation_of
 from db import errors as db_errors
 from db.context import Context, Database
@@ -69,13 +70,18 @@ def _unauthorized(reason: str, detail: str) -> Problem:
 
 
 class RequestIdAndMetrics:
-    """X-Request-ID in (if sane) and out; one JSON log line and metrics per request."""
+    """X-Request-ID in (if sane) and out; the client's address (api/client.py: the peer,
+    or behind trusted proxies the forwarded client); one JSON log line and metrics per request."""
+
+    def __init__(self, trusted_proxies: tuple[str, ...] | list[str] = ()) -> None:
+        self.trusted_proxies = client.networks(trusted_proxies)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-ID")
         ok = given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable()
         req.context.request_id = given if ok else uuid.uuid4().hex
         req.context.started = time.perf_counter()
+        req.context.client_ip = client.resolve(req.remote_addr, req.get_header("X-Forwarded-For"), self.trusted_proxies)
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
@@ -95,6 +101,7 @@ class RequestIdAndMetrics:
                 "ms": round(elapsed * 1000, 2),
                 "tenant_id": str(principal.tenant_id) if principal and principal.tenant_id else None,
                 "actor": principal.kind if principal else None,
+                "client": getattr(req.context, "client_ip", None),
             },
         )
 
@@ -120,7 +127,13 @@ class Pipeline:
         req.context.operation = spec
         if req.method in ("POST", "PATCH", "PUT"):
             self._read_body(req)
-        principal = self._authenticate(req, spec.auth)
+        try:
+            principal = self._authenticate(req, spec.auth)
+        except Problem as refused:
+            # a guessed key or forged token costs the guesser (not a genuine token that aged)
+            if refused.status == 401 and refused.code != "token_expired":
+                self._charge_failed_credentials(req)
+            raise
         req.context.principal = principal
         if principal.kind != "anonymous":
             self._begin(req, principal, admin=spec.auth == "admin")
@@ -146,6 +159,9 @@ class Pipeline:
             return
         req.context.transaction = None
         commit = req_succeeded and resp.status_code < 400
+        # a refusal whose cause must be written down (a wrong current password counts towards
+        # the lockout) is committed too, when its responder sets req.context.commit_refusal
+        commit = commit or bool(getattr(req.context, "commit_refusal", False))
         try:
             if commit and getattr(req.context, "idempotency_key", None):
                 req.context.conn.execute(
@@ -174,7 +190,9 @@ class Pipeline:
         """Open the request's one transaction; process_response ends it.
 
         Platform-admin calls run on the platform-admin role, so that the session check
-        and the admin.* call share the one connection the request holds.
+        and the admin.* call share the one connection the request holds. A user's session
+        id (from the verified token) is part of the context: auth.check_session and the
+        session calls act for the user of that session, never for an id passed to them.
         """
         context = Context(
             None if admin else principal.tenant_id,
@@ -182,6 +200,7 @@ class Pipeline:
             actor_type="platform_admin" if admin else ("user" if principal.kind == "user" else "api_key"),
             request_id=req.context.request_id,
             role=PLATFORM_ADMIN_ROLE if admin else API_ROLE,
+            session_id=principal.session_id,
         )
         transaction = self.db.transaction(context)
         req.context.conn = transaction.__enter__()
@@ -209,7 +228,7 @@ class Pipeline:
     def _authenticate(self, req: falcon.Request, auth: str) -> Principal:
         bearer = req.get_header("Authorization")
         api_key = req.get_header("X-API-Key")
-        if auth == "none":
+        if auth == "none" or (auth == "optional" and not bearer and not api_key):
             return Principal("anonymous")
         try:
             if bearer:
@@ -221,7 +240,7 @@ class Pipeline:
                     "user", claims.tenant_id, claims.user_id, claims.session_id, claims.role, claims.scopes
                 )
             if api_key:
-                if auth in ("user", "admin"):
+                if auth in ("user", "admin", "optional"):
                     raise Problem(403, "user_token_required", "This call needs a user's access token, not an API key.")
                 return self._authenticate_key(req, api_key)
         except security.TokenError as exc:
@@ -233,7 +252,7 @@ class Pipeline:
         with self.db.transaction(Context()) as conn:  # its own short transaction: usage is recorded
             row: dict[str, Any] = conn.execute(  # type: ignore[assignment]  # the API's pools make dict rows
                 "SELECT * FROM auth.authenticate_api_key(%s, %s, %s)",
-                (prefix, security.sha256(key), req.remote_addr or None),
+                (prefix, security.sha256(key), client.client_address(req)),
             ).fetchone()
         outcome = row["outcome"]
         if outcome != "ok":
@@ -253,9 +272,8 @@ class Pipeline:
 
     def _check_session(self, req: falcon.Request, principal: Principal) -> None:
         try:
-            row = req.context.conn.execute(
-                "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)",
-                (principal.tenant_id, principal.session_id, principal.actor_id),
+            row = req.context.conn.execute(  # the session of the transaction's context (_begin)
+                "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session()"
             ).fetchone()
         except psycopg.Error as exc:
             if exc.sqlstate == db_errors.SESSION_REVOKED.sqlstate:
@@ -271,12 +289,24 @@ class Pipeline:
         ):
             raise Problem(403, "platform_admin_required", "Only a platform administrator may do this.")
 
+    def _anonymous_bucket(self, req: falcon.Request) -> tuple[str, Limit]:
+        """The client's anonymous bucket: unauthenticated calls and failed credentials."""
+        return f"ip:{client.client_address(req)}", Limit.per_minute(self.settings.anonymous_requests_per_minute)
+
+    def _charge_failed_credentials(self, req: falcon.Request) -> None:
+        """A request whose token or key was refused takes a token from the client's
+        anonymous bucket (a failed login does as an anonymous call); once it is empty the
+        answer is 429 instead of 401, so keys cannot be guessed at the plan's rate."""
+        if self.limiter is None:
+            return
+        self._enforce(req, self.limiter.hit(*self._anonymous_bucket(req)))
+
     def _rate_limit(self, req: falcon.Request, principal: Principal) -> None:
         if self.limiter is None:
             return
         limit: Limit | None
         if principal.kind == "anonymous":
-            key, limit = f"ip:{req.remote_addr}", Limit.per_minute(self.settings.anonymous_requests_per_minute)
+            key, limit = self._anonymous_bucket(req)
         else:
             key = f"{'user' if principal.kind == 'user' else 'key'}:{principal.actor_id}"
             limit = limit_for_plan(principal.requests_per_minute)
@@ -285,6 +315,11 @@ class Pipeline:
         decision = self.limiter.hit(key, limit)
         if decision.degraded:
             log.warning("rate limiter unavailable: request allowed", extra={"request_id": req.context.request_id})
+        self._enforce(req, decision)
+
+    @staticmethod
+    def _enforce(req: falcon.Request, decision: Decision) -> None:
+        """Answer with the bucket's headers; 429 once it is empty."""
         req.context.rate_headers = decision.headers()
         if not decision.allowed:
             raise Problem(

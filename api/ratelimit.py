@@ -138,7 +138,9 @@ class RateLimiter:
             allowed, remaining, full_ms, wait_ms = self._script(
                 keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost]
             )
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # unreachable, slow, or something that is not Redis answering on its port (a wrong
+        # URL, a port reused by another server): all mean "no limiter right now"
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse) as exc:
             if not self.fail_open:
                 raise RateLimiterUnavailable(str(exc)) from exc
             DEGRADED.inc()

@@ -104,6 +104,12 @@ def parse_invitation_token(token: str) -> tuple[uuid.UUID, uuid.UUID]:
     return uuid.UUID(bytes=raw[:16]), uuid.UUID(bytes=raw[16:32])
 
 
+def new_verification_token() -> str:
+    """vfy_<base64url(32 random bytes)>: proves a mailbox. Only mailed; the database keeps
+    its SHA-256 (verification rows are global: nothing to route, so no id in it)."""
+    return "vfy_" + _b64(new_secret())
+
+
 @dataclass(frozen=True)
 class NewApiKey:
     key: str  # shown once

@@ -11,8 +11,9 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 
 #: none: public; user: an access token; any: an access token or an API key;
-#: admin: an access token of a platform administrator
-Auth = Literal["none", "user", "any", "admin"]
+#: admin: an access token of a platform administrator; optional: public, or a user's
+#: access token when one is sent (the call then acts as that user; API keys are refused)
+Auth = Literal["none", "user", "any", "admin", "optional"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -70,7 +70,7 @@ from psycopg_pool import ConnectionPool
 from api import security
 from db import PROJECT_ROOT, migrate
 from db.context import Context, Database, transaction
-from db.dsn import redacted
+from db.dsn import redacted, role_environment
 from db.local.postgres import free_port
 from db.local.redis import LocalRedis
 from db.local.services import ensure_database
@@ -83,7 +83,8 @@ PLAN_REQUESTS_PER_MINUTE = 6000  # the enterprise plan's api_requests_per_minute
 # The statements the resources run (api/resources/work.py), and the pipeline's session check.
 GET_SQL = "SELECT * FROM api.get_project(%s, %s)"
 POST_SQL = "SELECT * FROM api.create_project(%s, %s, %s)"
-CHECK_SESSION_SQL = "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session(%s, %s, %s)"
+# the session of the transaction's context (direct_transaction sets it, as the API does)
+CHECK_SESSION_SQL = "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session()"
 RATE_LIMIT_KEY = "tenantry:rl:user:{}"  # api/ratelimit.py prefix + the pipeline's key for a user
 
 
@@ -167,15 +168,20 @@ class ApiServer:
 def api_server(owner_url: str, redis_url: str, state_dir: Path, jwt_secret: str, config: Config) -> Iterator[ApiServer]:
     """`tenantry serve` (gunicorn, real HTTP) in a subprocess, on a free port."""
     port = free_port()
-    environment = os.environ | {
-        "TENANTRY_DATABASE_URL": owner_url,
-        "TENANTRY_REDIS_URL": redis_url,
-        "TENANTRY_JWT_SECRET": jwt_secret,
-        "TENANTRY_STATE_DIR": str(state_dir),
-        "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",  # sign-up only
-        "TENANTRY_ACCESS_TOKEN_SECONDS": "86400",  # never expires during a run
-        "TENANTRY_POOL_MAX_SIZE": str(max(config.threads, 1)),  # a connection for every thread
-    }
+    # the role DSNs explicitly: their generated passwords are in our state folder, not its
+    environment = (
+        os.environ
+        | role_environment(Settings(database_url=owner_url))
+        | {
+            "TENANTRY_DATABASE_URL": owner_url,
+            "TENANTRY_REDIS_URL": redis_url,
+            "TENANTRY_JWT_SECRET": jwt_secret,
+            "TENANTRY_STATE_DIR": str(state_dir),
+            "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",  # sign-up only
+            "TENANTRY_ACCESS_TOKEN_SECONDS": "86400",  # never expires during a run
+            "TENANTRY_POOL_MAX_SIZE": str(max(config.threads, 1)),  # a connection for every thread
+        }
+    )
     log = state_dir / "api.log"
     command = [
         sys.executable,
@@ -230,8 +236,11 @@ def api_server(owner_url: str, redis_url: str, state_dir: Path, jwt_secret: str,
 # ---------------------------------------------------------------------------------------
 
 
-def sign_up(api_url: str, jwt_secret: str, run_tag: str) -> Account:
-    """A new tenant on the enterprise plan, its owner signed up (and logged in) over HTTP."""
+def sign_up(api_url: str, owner_url: str, jwt_secret: str, run_tag: str) -> Account:
+    """A new tenant on the enterprise plan, its owner signed up (and logged in) over HTTP.
+
+    Sign-up always gives the free plan (paid plans come from billing or a platform
+    administrator): the database owner then moves the tenant to PLAN."""
     password = "bench-password-" + run_tag
     resp = httpx.post(
         f"{api_url}/v1/signup",
@@ -242,12 +251,13 @@ def sign_up(api_url: str, jwt_secret: str, run_tag: str) -> Account:
             "password": password,
             "tenant_slug": f"bench-{run_tag}",
             "tenant_name": f"Benchmark {run_tag}",
-            "plan": PLAN,
         },
     )
     if resp.status_code != 201:
         sys.exit(f"sign-up failed ({resp.status_code}): {resp.text}")
     body = resp.json()
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute("UPDATE core.tenants SET plan_id = %s WHERE tenant_id = %s", (PLAN, body["tenant_id"]))
     claims = security.verify_access_token(jwt_secret, body["access_token"])
     return Account(uuid.UUID(body["tenant_id"]), uuid.UUID(body["user_id"]), claims.session_id, body["access_token"])
 
@@ -255,7 +265,14 @@ def sign_up(api_url: str, jwt_secret: str, run_tag: str) -> Account:
 def direct_transaction(pool: ConnectionPool, account: Account):
     """The transaction the API opens for a request of this user (a fresh request id each)."""
     return transaction(
-        pool, Context(account.tenant_id, actor_id=account.user_id, actor_type="user", request_id=uuid.uuid4().hex)
+        pool,
+        Context(
+            account.tenant_id,
+            actor_id=account.user_id,
+            actor_type="user",
+            request_id=uuid.uuid4().hex,
+            session_id=account.session_id,
+        ),
     )
 
 
@@ -286,7 +303,7 @@ def check_sides(api: ApiServer, pool: ConnectionPool, account: Account, project_
     with direct_transaction(pool, account) as conn:
         user, rls = conn.execute("SELECT current_user, row_security_active('core.projects')").fetchone()
         row = conn.cursor(row_factory=dict_row).execute(GET_SQL, (account.tenant_id, project_id)).fetchone()
-        session = conn.execute(CHECK_SESSION_SQL, (account.tenant_id, account.session_id, account.user_id)).fetchone()
+        session = conn.execute(CHECK_SESSION_SQL).fetchone()
     if user != API_ROLE or not rls:
         sys.exit(f"direct side: connected as {user} (RLS active: {rls}), not {API_ROLE} under RLS; not measuring")
     if session[3] != PLAN_REQUESTS_PER_MINUTE:
@@ -469,7 +486,6 @@ def job_factory(
     """What each thread runs in one block: (job, refresh the HTTP connection first)."""
     tenant_id = account.tenant_id
     expected_limit = str(PLAN_REQUESTS_PER_MINUTE)
-    session_args = (tenant_id, account.session_id, account.user_id)
 
     def make(n: int, client: httpx.Client) -> tuple[Job, bool]:
         # the same target sequence on both sides, per round and thread
@@ -506,7 +522,7 @@ def job_factory(
                 project_id = choose(targets)
                 with direct_transaction(pool, account) as conn:
                     if config.direct_session_check:
-                        conn.execute(CHECK_SESSION_SQL, session_args).fetchone()
+                        conn.execute(CHECK_SESSION_SQL).fetchone()
                     row = conn.cursor(row_factory=dict_row).execute(GET_SQL, (tenant_id, project_id)).fetchone()
                 if row is None or row["project_id"] != project_id:
                     raise BenchError("api.get_project returned another project")
@@ -516,7 +532,7 @@ def job_factory(
                 name = f"{name_prefix}{serial}"
                 with direct_transaction(pool, account) as conn:
                     if config.direct_session_check:
-                        conn.execute(CHECK_SESSION_SQL, session_args).fetchone()
+                        conn.execute(CHECK_SESSION_SQL).fetchone()
                     row = conn.cursor(row_factory=dict_row).execute(POST_SQL, (tenant_id, name, "")).fetchone()
                 if row is None or row["name"] != name:
                     raise BenchError("api.create_project returned another project")
@@ -703,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         pool = Database(direct_settings, name="bench-direct").pool(API_ROLE)
         stack.callback(pool.close)
 
-        account = sign_up(api.url, jwt_secret, run_tag)
+        account = sign_up(api.url, owner_url, jwt_secret, run_tag)
         targets = create_projects(pool, owner_url, account, config.projects, run_tag)
         plan = check_sides(api, pool, account, targets[0], config)
         before = count_projects(pool, account)

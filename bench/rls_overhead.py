@@ -137,11 +137,19 @@ def create_data(owner_url: str, tenants: int, projects: int) -> list[tuple[uuid.
     data: list[tuple[uuid.UUID, list[uuid.UUID]]] = []
     with psycopg.connect(owner_url, autocommit=True) as conn:
         for n in range(tenants):
-            # signed up like any tenant (its owner never logs in: a placeholder hash)
+            # signed up like any tenant (its owner never logs in: a placeholder hash, and
+            # its verification token is never used), then moved to the enterprise plan
+            # (sign-up always gives the free plan)
             tenant_id = conn.execute(
-                "SELECT tenant_id FROM auth.sign_up(%s, 'Benchmark owner', '$argon2id$bench', %s, %s, 'enterprise')",
-                (f"bench-{run_tag}-{n}@tenantry.test", f"bench-{run_tag}-{n}", f"Benchmark {run_tag} #{n}"),
+                "SELECT tenant_id FROM auth.sign_up(%s, 'Benchmark owner', '$argon2id$bench', %s, %s, %s)",
+                (
+                    f"bench-{run_tag}-{n}@tenantry.test",
+                    f"bench-{run_tag}-{n}",
+                    f"Benchmark {run_tag} #{n}",
+                    f"vfy_bench_{run_tag}_{n}",
+                ),
             ).fetchone()[0]
+            conn.execute("UPDATE core.tenants SET plan_id = 'enterprise' WHERE tenant_id = %s", (tenant_id,))
             project_ids = [
                 row[0]
                 for row in conn.execute(

@@ -12,7 +12,7 @@ from db.friendly import friendly
 from db.local import services
 from db.local.cli import dev_cluster_app
 from db.platform import grant_platform_admin
-from db.settings import get_settings
+from db.settings import ANALYST_ROLE, API_ROLE, APP_ROLES, PLATFORM_ADMIN_ROLE, WORKER_ROLE, get_settings
 
 db_app = typer.Typer(help="The database: migrations, status, lint.", no_args_is_help=True)
 citus_app = typer.Typer(help="Citus operations.", no_args_is_help=True)
@@ -58,6 +58,46 @@ def db_status() -> None:
         typer.echo(f"citus:    {st.citus_version}, {st.worker_nodes} worker node(s)")
     else:
         typer.echo("citus:    not installed (single-node PostgreSQL)")
+
+
+#: `tenantry db dsn NAME`: short names of the DSNs it prints
+DSN_NAMES = {
+    "owner": None,  # the owner DSN: the role migrations run as (the superuser on the embedded server)
+    "api": API_ROLE,
+    "worker": WORKER_ROLE,
+    "analyst": ANALYST_ROLE,
+    "platform-admin": PLATFORM_ADMIN_ROLE,
+}
+
+
+@db_app.command("dsn")
+@friendly
+def db_dsn(
+    name: Annotated[
+        str | None,
+        typer.Argument(help=f"One of: {', '.join(DSN_NAMES)} (or a role's name). Default: all of them."),
+    ] = None,
+) -> None:
+    """Print DSNs with their passwords: the owner's and each application role's.
+
+    With a name, only that DSN (for scripts: psql "$(tenantry db dsn analyst)"). The
+    passwords are the generated ones in the state folder (or those you configured).
+    """
+    settings = get_settings()
+    roles = {**DSN_NAMES, **{role: role for role in DSN_NAMES.values() if role}}
+    if name is not None and name not in roles:
+        raise LookupError(f"no DSN named {name!r}: use one of {', '.join(DSN_NAMES)}")
+    owner = _owner_url()
+    urls = {key: dsn.role_url(settings, role) if role else owner for key, role in DSN_NAMES.items()}
+    if name is not None:
+        typer.echo(urls[next(key for key, role in DSN_NAMES.items() if name in (key, role))])
+        return
+    for key, url in urls.items():
+        typer.echo(f"{key:<15} {url}")
+    if dsn.is_embedded(settings, owner):
+        missing = [r for r in APP_ROLES if not dsn.explicit_url(settings, r) and not dsn.role_password(settings, r)]
+        if missing:
+            typer.echo(f"no password yet for {', '.join(missing)}: run `tenantry db migrate`", err=True)
 
 
 @db_app.command("lint")

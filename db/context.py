@@ -44,7 +44,7 @@ def _as_uuid(value: uuid.UUID | str | None, name: str) -> uuid.UUID | None:
 
 @dataclass(frozen=True)
 class Context:
-    """Who acts, for which tenant, in which request, as which database role.
+    """Who acts, for which tenant, in which request (and user session), as which database role.
 
     No tenant means no tenant rows (fail closed). Values are checked here, so a
     malformed one never reaches SQL.
@@ -55,10 +55,14 @@ class Context:
     actor_type: ActorType | None = None
     request_id: str | None = None
     role: str = field(default=API_ROLE)
+    #: the user's session (from their access token): the after-login auth.* functions
+    #: act for the user of this session only (core.context_session)
+    session_id: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tenant_id", _as_uuid(self.tenant_id, "tenant_id"))
         object.__setattr__(self, "actor_id", _as_uuid(self.actor_id, "actor_id"))
+        object.__setattr__(self, "session_id", _as_uuid(self.session_id, "session_id"))
         if self.actor_type is not None and self.actor_type not in ACTOR_TYPES:
             raise ContextError(f"actor_type must be one of {sorted(ACTOR_TYPES)}, not {self.actor_type!r}")
         rid = self.request_id
@@ -72,6 +76,7 @@ class Context:
             "app.actor_id": self.actor_id and str(self.actor_id),
             "app.actor_type": self.actor_type,
             "app.request_id": self.request_id,
+            "app.session_id": self.session_id and str(self.session_id),
         }
         statements = [
             sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))

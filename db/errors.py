@@ -97,6 +97,8 @@ ACCOUNT_UNAVAILABLE = SqlState(         "TA001", 403, "account_unavailable",    
     "the account cannot log in (disabled or locked)")
 NOT_A_MEMBER = SqlState(                "TA002", 403, "not_a_member",            "Not a member",
     "the user is not a member of that tenant")
+EMAIL_UNVERIFIED = SqlState(            "TA003", 403, "email_unverified",        "Email not verified",
+    "the account has not verified its email address, so it cannot join a tenant by invitation")
 SESSION_REVOKED = SqlState(             "TA005", 401, "session_revoked",         "Session revoked",
     "the session has ended (logout, revoked, refresh reuse, expired)")
 MISSING_SCOPE = SqlState(               "TA010", 403, "missing_scope",           "Missing scope",
@@ -111,19 +113,128 @@ INVITATION_USED = SqlState(             "TA032", 409, "invitation_used",        
     "the invitation was already used")
 INVITATION_REVOKED = SqlState(          "TA033", 410, "invitation_revoked",      "Invitation revoked",
     "the invitation was revoked")
+LOGIN_REQUIRED = SqlState(              "TA034", 401, "login_required",          "Login required",
+    "a verified account has the invitation's email: accept logged in as that account")
+INVITATION_EMAIL_MISMATCH = SqlState(   "TA035", 403, "invitation_email_mismatch", "Invitation for another email",
+    "the invitation is for another email than the logged-in account's")
 LAST_OWNER = SqlState(                  "TA040", 409, "last_owner",              "Last owner",
     "a tenant must keep one owner")
 OWNER_REQUIRED = SqlState(              "TA041", 403, "owner_required",          "Owner required",
     "only owners grant or remove the owner role")
 SCOPE_ESCALATION = SqlState(            "TA050", 403, "scope_escalation",        "Scope escalation",
     "an API key cannot have scopes its creator (or rotator) lacks")
+EXPIRY_ESCALATION = SqlState(           "TA051", 403, "expiry_escalation",       "Expiry escalation",
+    "a key made (or rotated) by a key cannot expire later than that key")
+KEY_BEYOND_YOUR_SCOPES = SqlState(      "TA052", 403, "key_beyond_your_scopes",  "Key beyond your scopes",
+    "revoking another member's API key needs every scope that key has")
 PLATFORM_ADMIN_REQUIRED = SqlState(     "TA060", 403, "platform_admin_required", "Platform administrator required",
     "only a platform administrator may do this")
+VERIFICATION_INVALID = SqlState(        "TA070", 404, "verification_invalid",    "Verification token not found",
+    "no such email verification token, or it was used (or replaced by a newer one)")
+VERIFICATION_EXPIRED = SqlState(        "TA071", 410, "verification_expired",    "Verification token expired",
+    "the email verification token has expired: ask for a new one")
+RESET_TOKEN_INVALID = SqlState(         "TA080", 404, "reset_token_invalid",     "Reset token not found",
+    "no such password reset token, or it was used (a reset spends every open token of the account)")
+RESET_TOKEN_EXPIRED = SqlState(         "TA081", 410, "reset_token_expired",     "Reset token expired",
+    "the password reset token has expired: ask for a new one")
 # fmt: on
 
 #: Every entry, in declaration order (read from this module: nothing is listed twice).
 REGISTRY: tuple[SqlState, ...] = tuple(value for value in list(globals().values()) if isinstance(value, SqlState))
 BY_SQLSTATE: dict[str, SqlState] = {entry.sqlstate: entry for entry in REGISTRY}
+
+
+# -- constraint violations: what the client is told --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConstraintMessage:
+    """The field at fault (the request's name for it) and a sentence for the client."""
+
+    field: str | None
+    message: str
+
+
+#: The SQLSTATEs of constraint violations. Their server message names tables, shards and
+#: constraints ("new row for relation "projects_102008" violates check constraint ..."), so
+#: the API never passes it on: the client gets the constraint's entry below, or a
+#: sentence for the SQLSTATE. (The project's own SQLSTATEs and P0002/22023 messages are
+#: written for clients and pass as they are.)
+CONSTRAINT_SQLSTATES = (
+    CHECK_VIOLATION.sqlstate,
+    NOT_NULL_VIOLATION.sqlstate,
+    FOREIGN_KEY_VIOLATION.sqlstate,
+    UNIQUE_VIOLATION.sqlstate,
+)
+
+#: A constraint without an entry: one sentence per SQLSTATE.
+CONSTRAINT_FALLBACK: Mapping[str, str] = MappingProxyType(
+    {
+        CHECK_VIOLATION.sqlstate: "A value is out of range.",
+        NOT_NULL_VIOLATION.sqlstate: "A required value is missing.",
+        FOREIGN_KEY_VIOLATION.sqlstate: "A value refers to something that does not exist.",
+        UNIQUE_VIOLATION.sqlstate: "This value is taken.",
+    }
+)
+
+#: Constraints a client's values can hit, by name (as the migrations name them; the
+#: PostgreSQL defaults <table>_<column>_check and <table>_<columns>_fkey included).
+CONSTRAINT_MESSAGES: Mapping[str, ConstraintMessage] = MappingProxyType(
+    {
+        # tenants and plans
+        "tenants_slug_check": ConstraintMessage(
+            "slug", "A slug is 3 to 63 lower-case letters, digits and inner single hyphens."
+        ),
+        "tenants_name_check": ConstraintMessage("name", "A tenant name is 1 to 200 characters, not only spaces."),
+        "tenants_status_check": ConstraintMessage("status", "A tenant's status is active, suspended or deleted."),
+        "tenants_settings_check": ConstraintMessage("settings", "Settings are a JSON object."),
+        "tenants_plan_id_fkey": ConstraintMessage("plan", "There is no such plan."),
+        "tenant_slugs_pkey": ConstraintMessage("slug", "This slug is taken."),
+        # people and membership
+        "users_email_check": ConstraintMessage("email", "This is not an email address (at most 254 characters)."),
+        "users_name_check": ConstraintMessage("name", "A name is 1 to 200 characters, not only spaces."),
+        "users_email_key": ConstraintMessage("email", "An account with this email exists."),
+        "memberships_user_id_fkey": ConstraintMessage("user_id", "There is no such user."),
+        "memberships_role_fkey": ConstraintMessage("role", "There is no such role."),
+        "invitations_email_check": ConstraintMessage("email", "This is not an email address (at most 254 characters)."),
+        "invitations_role_fkey": ConstraintMessage("role", "There is no such role."),
+        "invitations_open_email_key": ConstraintMessage("email", "An open invitation for this email exists."),
+        # API keys
+        "api_keys_name_check": ConstraintMessage("name", "A key name is 1 to 200 characters, not only spaces."),
+        "api_keys_scopes_check": ConstraintMessage("scopes", "A key needs at least one scope."),
+        # projects and tasks
+        "projects_name_check": ConstraintMessage("name", "A project name is 1 to 200 characters, not only spaces."),
+        "projects_description_check": ConstraintMessage("description", "A description is at most 10000 characters."),
+        "projects_live_name_key": ConstraintMessage(
+            "name", "A live project with this name exists (names are unique, ignoring case)."
+        ),
+        "tasks_title_check": ConstraintMessage("title", "A task title is 1 to 500 characters, not only spaces."),
+        "tasks_description_check": ConstraintMessage("description", "A description is at most 10000 characters."),
+        "tasks_status_check": ConstraintMessage("status", "A task's status is todo, in_progress, done or cancelled."),
+        "tasks_priority_check": ConstraintMessage("priority", "A task's priority is low, normal, high or urgent."),
+        "tasks_tenant_id_project_id_fkey": ConstraintMessage("project_id", "There is no such project."),
+        "tasks_assignee_member_fkey": ConstraintMessage("assignee_id", "The assignee must be a member of this tenant."),
+    }
+)
+
+_SHARD_SUFFIX = re.compile(r"_\d+$")
+
+
+def constraint_message(sqlstate: str, constraint: str | None) -> ConstraintMessage:
+    """What to tell the client about a violation of `constraint` (a Citus shard's copy
+    of a constraint, `name_102008`, is the constraint `name`)."""
+    for name in (constraint, _SHARD_SUFFIX.sub("", constraint or "")):
+        if name and name in CONSTRAINT_MESSAGES:
+            return CONSTRAINT_MESSAGES[name]
+    return ConstraintMessage(None, CONSTRAINT_FALLBACK.get(sqlstate, "A value cannot be stored."))
+
+
+def known_constraint(constraint: str | None) -> str | None:
+    """`constraint` without a Citus shard suffix when that names a constraint we know."""
+    stripped = _SHARD_SUFFIX.sub("", constraint or "")
+    if constraint and constraint not in CONSTRAINT_MESSAGES and stripped in CONSTRAINT_MESSAGES:
+        return stripped
+    return constraint
 
 
 def lookup(sqlstate: str | None) -> SqlState | None:
@@ -174,6 +285,20 @@ def markdown_table() -> str:
         f"| `{e.sqlstate}` | `{constraint}` | {e.status} | `{code}` |"
         for e in REGISTRY
         for constraint, code in e.by_constraint.items()
+    ]
+    lines += [
+        "",
+        "Constraint violations (" + ", ".join(f"`{s}`" for s in CONSTRAINT_SQLSTATES) + ") never pass the",
+        "server's message on (it names tables and constraints): the API answers with the",
+        "constraint's field and sentence below, or with the sentence for its SQLSTATE",
+        "(" + "; ".join(f"`{s}`: {m}" for s, m in CONSTRAINT_FALLBACK.items()) + ").",
+        "",
+        "| constraint | field | message |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{name}` | `{entry.field}` | {entry.message} |" if entry.field else f"| `{name}` | | {entry.message} |"
+        for name, entry in CONSTRAINT_MESSAGES.items()
     ]
     return "\n".join(lines)
 

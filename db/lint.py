@@ -1,8 +1,14 @@
 """`tenantry db lint`: the schema's multi-tenancy and Citus readiness, read from the catalog.
 
 A tenant table is a table with a tenant_id column, except global lookups tagged
-`@reference` in their table comment. Every later issue adds tables; this check keeps
-them honest. Each problem names the object and the rule.
+`@reference` in their table comment. A global table with hot writes is tagged
+`@distributed-by <column>` instead (docs/citus.md, fact 21). Every later issue adds
+tables; this check keeps them honest. Each problem names the object and the rule.
+
+Privileges, too: every SECURITY DEFINER function sets `search_path = pg_catalog, pg_temp`
+(a caller's temporary types come last, never before the catalog's); no object of the
+project's schemas is owned by a superuser (tenantry_owner owns them); no application
+role may create temporary objects in the database, nor bypass row level security.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from dataclasses import dataclass
 
 import psycopg
 
+from db.settings import APP_ROLES, OWNER_ROLE
 from db.sqlscript import scalar
 
 #: Schemas that hold the project's objects (tables live in core; the others hold code).
 PROJECT_SCHEMAS = ("core", "api", "auth", "ops", "admin", "analytics", "audit", "usage", "billing")
 #: The table every tenant table is colocated with on Citus.
 COLOCATION_ANCHOR = "core.tenants"
+#: The search_path every SECURITY DEFINER function sets, temp explicitly last (the
+#: PostgreSQL manual's advice: otherwise pg_temp is searched first for types and tables).
+DEFINER_SEARCH_PATH = ("pg_catalog", "pg_temp")
 
 
 @dataclass(frozen=True, order=True)
@@ -28,11 +38,14 @@ class Problem:
         return f"{self.obj}: {self.rule}"
 
 
-_TABLES = """
+_TABLES = r"""
 SELECT c.oid, c.oid::regclass::text AS name,  -- schema-qualified: no project schema is on search_path
        EXISTS (SELECT 1 FROM pg_attribute a
                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS has_tenant_id,
        COALESCE(obj_description(c.oid, 'pg_class'), '') LIKE '@reference%%' AS is_reference,
+       -- a global table with hot writes, distributed on another column (docs/citus.md, fact 21)
+       substring(COALESCE(obj_description(c.oid, 'pg_class'), '')
+                 FROM '^@distributed-by ([a-z_][a-z0-9_]*)') AS distributed_by,
        c.relrowsecurity, c.relforcerowsecurity,
        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies,
        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
@@ -74,16 +87,55 @@ SELECT t.table_name::text, t.citus_table_type, t.distribution_column, t.colocati
   FROM citus_tables t
 """
 
-# SECURITY DEFINER functions without a fixed search_path, and functions PUBLIC may run.
+# Functions: whether SECURITY DEFINER, their search_path setting, whether PUBLIC may run them.
 _FUNCTIONS = """
-SELECT p.oid::regprocedure::text,
-       p.prosecdef AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%%'),
+SELECT p.oid::regprocedure::text, p.prosecdef,
+       (SELECT substr(s, length('search_path=') + 1) FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%%'),
        EXISTS (SELECT 1 FROM aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
                 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY(%s)
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
 """
+
+# Schemas, relations and functions of the project's schemas that a superuser owns.
+_SUPERUSER_OWNED = """
+SELECT n.nspname::text, 'schema', r.rolname::text
+  FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+ WHERE n.nspname = ANY(%(s)s) AND r.rolsuper
+UNION ALL
+SELECT c.oid::regclass::text,
+       CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'table' END,
+       r.rolname::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner
+ WHERE n.nspname = ANY(%(s)s) AND r.rolsuper AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+UNION ALL
+SELECT p.oid::regprocedure::text, 'function', r.rolname::text
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner
+ WHERE n.nspname = ANY(%(s)s) AND r.rolsuper
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+"""
+
+# Application roles that may create temporary objects in this database (through PUBLIC,
+# a grant or a membership), and those that bypass RLS (SUPERUSER or BYPASSRLS, their own
+# or that of a role they may SET ROLE to).
+_APP_ROLES = """
+SELECT r.rolname::text,
+       has_database_privilege(r.oid, current_database(), 'TEMPORARY'),
+       EXISTS (SELECT 1 FROM pg_roles b
+                WHERE (b.rolsuper OR b.rolbypassrls) AND pg_has_role(r.oid, b.oid, 'MEMBER'))
+  FROM pg_roles r
+ WHERE r.rolname = ANY(%s)
+ ORDER BY 1
+"""
+
+
+def _search_path(setting: str | None) -> tuple[str, ...]:
+    """A function's search_path setting as a list of schema names, unquoted."""
+    if setting is None:
+        return ()
+    return tuple(part.strip().strip('"') for part in setting.split(","))
 
 
 def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
@@ -98,13 +150,14 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
         if COLOCATION_ANCHOR.split(".")[0] in schemas and not scalar(
             conn, "SELECT to_regclass(%s) IS NOT NULL", (COLOCATION_ANCHOR,)
         ):
-            problems.append(Problem(COLOCATION_ANCHOR, "missing: run `tenantry db migrate` first"))
+            return [Problem(COLOCATION_ANCHOR, "missing: run `tenantry db migrate` first")]  # nothing more to say
 
         for (
             oid,
             name,
             has_tenant_id,
             is_reference,
+            distributed_by,
             rls,
             force,
             policies,
@@ -139,12 +192,29 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
                     problems.append(Problem(name, "is not distributed on tenant_id"))
                 elif anchor is None or colocation != anchor[2]:
                     problems.append(Problem(name, f"is not colocated with {COLOCATION_ANCHOR}"))
+            elif distributed_by:
+                if kind != "distributed" or column != distributed_by:
+                    problems.append(Problem(name, f"is not distributed on {distributed_by}"))
             elif kind != "reference":
                 problems.append(Problem(name, "catalog or global lookup is not a reference table"))
 
-        for signature, definer_without_path, public_execute in conn.execute(_FUNCTIONS, (list(schemas),)):
-            if definer_without_path:
-                problems.append(Problem(signature, "SECURITY DEFINER without SET search_path"))
+        for signature, definer, search_path, public_execute in conn.execute(_FUNCTIONS, (list(schemas),)):
+            if definer and _search_path(search_path) != DEFINER_SEARCH_PATH:
+                problems.append(
+                    Problem(signature, f"SECURITY DEFINER without SET search_path = {', '.join(DEFINER_SEARCH_PATH)}")
+                )
             if public_execute:
                 problems.append(Problem(signature, "PUBLIC may execute it; grant it to a role instead"))
+
+        for name, kind, owner in conn.execute(_SUPERUSER_OWNED, {"s": list(schemas)}):
+            problems.append(Problem(name, f"{kind} owned by the superuser {owner}; {OWNER_ROLE} must own it"))
+
+        database = scalar(conn, "SELECT current_database()")
+        for role, temporary, bypasses_rls in conn.execute(_APP_ROLES, (list(APP_ROLES),)):
+            if temporary:
+                problems.append(
+                    Problem(f"database {database}", f"{role} may create temporary objects (revoke TEMPORARY)")
+                )
+            if bypasses_rls:
+                problems.append(Problem(f"role {role}", "bypasses row level security (SUPERUSER or BYPASSRLS)"))
     return sorted(problems)

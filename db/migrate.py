@@ -4,7 +4,14 @@ Order of one `migrate`, all in one transaction:
   1. Alembic upgrades to the target revision; each revision runs sql/versions/NNNN_*.up.sql.
   2. The repeatable files are applied in this order, each idempotent:
      sql/repeatable/*.sql (functions, triggers, Citus distribution, seeds),
-     analytics/*.sql (views), policies/*.sql (roles, grants, RLS policies).
+     analytics/*.sql (views), policies/*.sql (roles, the database's privileges, grants,
+     ownership by tenantry_owner, RLS policies).
+  3. The application roles' passwords are set: the TENANTRY_APP_ROLE_PASSWORD override,
+     else on the embedded server each role's generated password from the state folder
+     (created on first use); only where the role's password differs (`role_passwords`).
+
+The role that runs it (the superuser on the embedded server) bootstraps: it runs the
+DDL, and policies/90_ownership.sql hands every object to tenantry_owner before commit.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, make_url
 
-from db import PROJECT_ROOT
-from db.settings import ANALYST_ROLE, API_ROLE, PLATFORM_ADMIN_ROLE, WORKER_ROLE, Settings
+from db import PROJECT_ROOT, dsn
+from db.local import secrets
+from db.settings import APP_ROLES, Settings, get_settings
 from db.sqlscript import execute_script, scalar
 
 REPEATABLE_DIRS = (
@@ -33,6 +41,11 @@ REPEATABLE_DIRS = (
     PROJECT_ROOT / "analytics",
     PROJECT_ROOT / "policies",
 )
+#: The repeatable files that set privileges on the database itself (its pg_database row).
+#: CREATE DATABASE ... TEMPLATE does not copy those: see `apply_database_privileges`.
+DATABASE_PRIVILEGE_FILES = (PROJECT_ROOT / "policies" / "02_database.sql",)
+#: How role passwords are stored: the verifier is computed here, never sent in clear.
+PASSWORD_ENCRYPTION = "scram-sha-256"
 
 
 def repeatable_files() -> list[Path]:
@@ -63,7 +76,7 @@ def _driver(conn: Connection) -> psycopg.Connection[Any]:
     return raw
 
 
-def _apply_repeatables(conn: Connection, settings: Settings | None) -> None:
+def _apply_repeatables(conn: Connection, url: str, settings: Settings) -> None:
     raw = _driver(conn)
     for file in repeatable_files():
         try:
@@ -71,10 +84,47 @@ def _apply_repeatables(conn: Connection, settings: Settings | None) -> None:
         except psycopg.Error as exc:
             name = file.relative_to(PROJECT_ROOT) if file.is_relative_to(PROJECT_ROOT) else file
             raise MigrationError(f"{name}: {exc}") from exc
-    if settings is not None and settings.app_role_password:
-        password = settings.app_role_password.get_secret_value()
-        for role in (API_ROLE, WORKER_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE):
-            raw.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    set_role_passwords(raw, role_passwords(settings, url))
+
+
+def role_passwords(settings: Settings, url: str) -> dict[str, str]:
+    """The password each application role must have after migrating the database at `url`:
+    TENANTRY_APP_ROLE_PASSWORD for all when it is set; on the embedded server, each role's
+    generated one (made now if missing), except a role whose DSN is set explicitly; on
+    another server none (its roles keep the passwords their operator gave them: a migration
+    run from another machine must not replace them with that machine's secrets)."""
+    if settings.app_role_password:
+        return dict.fromkeys(APP_ROLES, settings.app_role_password.get_secret_value())
+    if not dsn.is_embedded(settings, url):
+        return {}
+    return {
+        role: secrets.read_or_create(dsn.secret_file(settings, role))
+        for role in APP_ROLES
+        if not dsn.explicit_url(settings, role)
+    }
+
+
+def set_role_passwords(conn: psycopg.Connection[Any], passwords: dict[str, str]) -> None:
+    """Set the application roles' passwords, each only if it differs (roles are
+    cluster-wide: two migrations writing the same role row at once collide). The SCRAM
+    verifier is computed here, so the password itself never reaches the server or its log."""
+    readable = scalar(conn, "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')")
+    for role, password in passwords.items():
+        if readable:
+            stored = scalar(conn, "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = %s", (role,))
+            if secrets.scram_matches(stored, password):
+                continue
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), PASSWORD_ENCRYPTION.encode())
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier.decode())))
+
+
+def apply_database_privileges(url: str) -> None:
+    """Apply the privileges the migration sets on the database itself (no application role
+    may create temporary objects) to a database cloned from a migrated one: a clone gets
+    the default privileges, not its template's."""
+    with psycopg.connect(url) as conn:
+        for file in DATABASE_PRIVILEGE_FILES:
+            execute_script(conn, file.read_text())
 
 
 class MigrationError(RuntimeError):
@@ -82,12 +132,15 @@ class MigrationError(RuntimeError):
 
 
 def migrate(url: str, target: str = "head", settings: Settings | None = None) -> None:
-    """Upgrade to `target` and re-apply every repeatable file, in one transaction."""
+    """Upgrade to `target` and re-apply every repeatable file, in one transaction.
+
+    `settings` (default: the environment's) say which role passwords to set.
+    """
     cfg = alembic_config()
     with _connect(url) as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
-        _apply_repeatables(conn, settings)
+        _apply_repeatables(conn, url, settings or get_settings())
 
 
 def downgrade(url: str, target: str = "-1") -> None:

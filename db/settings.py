@@ -6,10 +6,12 @@ generated from it (`python -m db.settings`), and a test fails when the two diffe
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db import PROJECT_ROOT
@@ -19,6 +21,10 @@ API_ROLE = "tenantry_api"
 WORKER_ROLE = "tenantry_worker"
 ANALYST_ROLE = "tenantry_analyst"
 PLATFORM_ADMIN_ROLE = "tenantry_platform_admin"
+APP_ROLES = (API_ROLE, WORKER_ROLE, ANALYST_ROLE, PLATFORM_ADMIN_ROLE)
+#: The NOLOGIN, NOSUPERUSER role that owns every object of the project's schemas
+#: (policies/00_roles.sql creates it, policies/90_ownership.sql hands it everything).
+OWNER_ROLE = "tenantry_owner"
 
 
 class Settings(BaseSettings):
@@ -45,7 +51,9 @@ class Settings(BaseSettings):
     app_role_password: SecretStr | None = Field(
         default=None,
         description="Password that `tenantry db migrate` sets on the app login roles and that derived "
-        "role DSNs use. Unset: no password (the embedded server and dev cluster trust loopback).",
+        "role DSNs use. Unset: on the embedded server each role gets a generated password of its own, "
+        "kept in <state_dir>/secrets/<role> (mode 0600; `tenantry db dsn` prints the DSNs); on another "
+        "server the roles keep the passwords they have.",
     )
 
     pool_min_size: int = Field(default=1, ge=0, description="Connections each pool keeps open (per role, per process).")
@@ -58,7 +66,30 @@ class Settings(BaseSettings):
         "once into <state_dir>/jwt_secret (fine for one machine; set it for several API hosts).",
     )
     access_token_seconds: int = Field(default=900, ge=30, le=86400, description="Access token lifetime.")
-    session_days: int = Field(default=30, ge=1, le=365, description="Session (refresh) lifetime.")
+    # a session ends at the first of its three limits (sql/versions/0005_accounts.up.sql)
+    session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=7 * 24 * 60,
+        description="Idle timeout: a session ends after this many minutes without a request or a refresh.",
+    )
+    session_max_hours: int = Field(
+        default=10,
+        ge=1,
+        le=366 * 24,
+        description="Absolute session maximum: a session ends this many hours after login, however "
+        "active (then log in again).",
+    )
+    refresh_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="Refresh token lifetime: a session also ends this many days after its last refresh "
+        "(only binding when the two limits above are raised past it).",
+    )
+    password_reset_minutes: int = Field(
+        default=30, ge=5, le=24 * 60, description="How long a password reset token (sent by mail) works."
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for rate limits. Unset: `tenantry serve` starts a local redis-server "
@@ -66,16 +97,69 @@ class Settings(BaseSettings):
     )
     redis_port: int = Field(default=56379, ge=1, le=65535, description="Port of the local redis-server.")
     anonymous_requests_per_minute: int = Field(
-        default=30, ge=1, description="Rate limit per client IP for unauthenticated calls (login, sign-up)."
+        default=30,
+        ge=1,
+        description="Rate limit per client IP for unauthenticated calls (login, sign-up) and for "
+        "requests whose token or API key is refused (a guess costs the guesser).",
+    )
+    trusted_proxies: str | None = Field(
+        default=None,
+        description="Comma-separated IPs or CIDRs of the reverse proxies in front of the API. Only a "
+        "request whose peer is one of them has its `X-Forwarded-For` read (the right-most address that "
+        "is not a trusted proxy is the client, for rate limits, lockout, logs and key usage). Unset: the "
+        "socket's peer is the client and `X-Forwarded-For` is ignored.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that `/metrics` requires (`Authorization: Bearer <token>`). Unset: "
+        "`/metrics` answers loopback clients only.",
     )
     api_host: str = Field(default="127.0.0.1", description="Address `tenantry serve` binds.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `tenantry serve` binds.")
+
+    # -- mail (jobs/mail.py: `tenantry mail deliver`) ------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for outgoing mail (email verification, invitations, password resets). "
+        "Unset: each message is written as an .eml file into <state_dir>/mail/ instead (the local default; "
+        "the demo reads them).",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_user: str | None = Field(default=None, description="SMTP login user (unset: no login).")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    smtp_tls: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="How the SMTP connection is encrypted: `starttls` (upgrade a plain connection, port 587), "
+        "`ssl` (TLS from the start, port 465) or `none` (a relay on loopback only).",
+    )
+    mail_from: str = Field(
+        default="tenantry <no-reply@tenantry.localhost>", description="The From address of outgoing mail."
+    )
+    mail_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Delivery attempts of a message before it is given up (with backoff)."
+    )
+    app_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of the application that links in mail point to (e.g. <app_url>/reset-password?token=…).",
+    )
 
     citus_pg_bin: Path | None = Field(
         default=None,
         description="bin/ folder of a PostgreSQL installation that has the Citus extension, "
         "for `tenantry citus dev-cluster`. Unset: searched on PATH and in /usr/lib/postgresql/*/bin.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str | None) -> str | None:
+        for entry in (value or "").split(","):
+            if entry.strip():
+                ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the entry
+        return value
+
+    def trusted_proxy_list(self) -> list[str]:
+        """The trusted proxies, one IP or CIDR each."""
+        return [entry.strip() for entry in (self.trusted_proxies or "").split(",") if entry.strip()]
 
 
 @lru_cache

@@ -1,13 +1,53 @@
 -- Roles of the application. Login roles without passwords here: `tenantry db migrate`
--- sets TENANTRY_APP_ROLE_PASSWORD on them when it is given. Roles are cluster-wide, so
--- they are created only if missing and never dropped by a downgrade.
+-- sets them after this file (TENANTRY_APP_ROLE_PASSWORD when given, else a generated
+-- password per role kept in the state folder). Roles are cluster-wide, so they are
+-- created only if missing and never dropped by a downgrade.
 --
+--   tenantry_owner           owns every object of the project's schemas (90_ownership.sql);
+--                            SECURITY DEFINER functions run as it. Not a superuser.
 --   tenantry_api             the API: EXECUTE on api.*, a few table rights, RLS applies
 --   tenantry_worker          Dramatiq jobs: EXECUTE on ops.* (cross-tenant, narrow)
 --   tenantry_analyst         analysts and BI tools: SELECT on analytics.* only
 --   tenantry_platform_admin  platform operators: EXECUTE on admin.*
 --
--- None may bypass RLS; the owner (the role that runs migrations) owns every object.
+-- None of the four application roles may bypass RLS. The superuser (or whichever role
+-- runs the migration) only bootstraps: it runs the DDL and hands every object to
+-- tenantry_owner at the end of each migrate, in the same transaction.
+
+----------------------------------------------------------------------------------------
+-- tenantry_owner
+----------------------------------------------------------------------------------------
+-- NOSUPERUSER: a definer function that can be tricked into running a caller's code
+-- gives away the owner's rights, not the whole server's.
+-- BYPASSRLS: FORCE ROW LEVEL SECURITY holds a table's owner to the policies, and the
+-- definer functions that work across tenants (sign-up, login, session checks, admin.*,
+-- analytics) must see every tenant's rows, as they did when the superuser owned them.
+-- Policies for the owner instead would each read USING (true) on every table: the same
+-- rights, more places to get wrong. The application roles stay NOBYPASSRLS (lint).
+-- LOGIN without a password: nobody can authenticate as it where passwords are required
+-- (the embedded server), but on Citus the coordinator opens the owner's own connections
+-- to the workers, for definer functions reading distributed tables and for moving the
+-- shards it owns, and a NOLOGIN owner fails there ("role ... is not permitted to log
+-- in": docs/citus.md, fact 22). Give those node-to-node connections credentials as for
+-- any role (pg_dist_authinfo) on a cluster that requires passwords.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenantry_owner') THEN
+        CREATE ROLE tenantry_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS;
+    ELSIF EXISTS (
+        SELECT 1 FROM pg_catalog.pg_roles
+         WHERE rolname = 'tenantry_owner'
+           AND (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR NOT rolbypassrls)
+    ) THEN
+        -- alter only what differs (roles are cluster-wide: see below)
+        ALTER ROLE tenantry_owner NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS;
+    END IF;
+END
+$$;
+
+----------------------------------------------------------------------------------------
+-- the application's login roles
+----------------------------------------------------------------------------------------
 
 DO $$
 DECLARE

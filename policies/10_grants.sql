@@ -22,7 +22,8 @@ GRANT EXECUTE ON FUNCTION
     core.assert_may_manage_role(text), core.assert_grantable_scopes(text[]),
     core.assert_known_fields(jsonb, text[], text), core.assert_page_size(integer),
     core.max_page_size(), core.raise_not_found(text, anyelement, text),
-    core.raise_duplicate_project_name(text), core.open_invitation_for_update(uuid, uuid)
+    core.raise_duplicate_project_name(text), core.open_invitation_for_update(uuid, uuid),
+    core.api_key_scopes(uuid, uuid), core.assert_may_manage_key(core.api_keys)
 TO tenantry_api;
 GRANT SELECT ON core.plans, core.tenants, core.scopes, core.roles, core.role_scopes,
                 core.platform_admin_actions TO tenantry_api;
@@ -43,7 +44,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ops TO tenantry_worker;
 ----------------------------------------------------------------------------------------
 GRANT USAGE ON SCHEMA admin, auth TO tenantry_platform_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin TO tenantry_platform_admin;
-GRANT EXECUTE ON FUNCTION auth.check_session(uuid, uuid, uuid) TO tenantry_platform_admin;
+GRANT EXECUTE ON FUNCTION auth.check_session() TO tenantry_platform_admin;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_analyst: the analytics views only

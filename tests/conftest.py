@@ -43,7 +43,7 @@ from db.local.embedded import embedded_server
 from db.local.postgres import LocalServer, free_port
 from db.local.redis import LocalRedis
 from db.settings import ANALYST_ROLE, API_ROLE, PLATFORM_ADMIN_ROLE, Settings, get_settings
-from tests.helpers import OWNERS, TEST_PASSWORD_HASH, Account, NewTenant, SignUp, start_api
+from tests.helpers import OWNERS, TEST_PASSWORD_HASH, Account, NewTenant, Outbox, SignUp, start_api
 
 TEST_DSN = os.environ.get("TENANTRY_TEST_DSN")
 
@@ -184,7 +184,7 @@ def embedded_postgres() -> Iterator[LocalServer]:
 
 @pytest.fixture(scope="session")
 def embedded_address(embedded_postgres: LocalServer) -> ServerAddress:
-    return ServerAddress(host=embedded_postgres.host, port=embedded_postgres.port)
+    return ServerAddress(host=embedded_postgres.host, port=embedded_postgres.port, password=embedded_postgres.password)
 
 
 def migrate_template(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
@@ -220,7 +220,9 @@ def owner_url(request: pytest.FixtureRequest, server_url: str) -> Iterator[str]:
         return
     template: NoopExecutor = request.getfixturevalue("migrated_template")
     with janitor(server_url, SESSION_DATABASE, template.template_dbname):
-        yield database_url(server_url, SESSION_DATABASE)
+        url = database_url(server_url, SESSION_DATABASE)
+        migrate.apply_database_privileges(url)  # a clone gets default privileges, not its template's
+        yield url
 
 
 ScratchDatabase = Callable[..., str]
@@ -315,26 +317,58 @@ def as_admin(database: Database, platform_admin: uuid.UUID):
     return open_transaction
 
 
+def set_plan(owner_url: str, tenant_id: uuid.UUID | str, plan: str) -> None:
+    """Put a tenant on `plan` as the database owner. Sign-up always starts on the free plan
+    (paid plans come from billing or a platform administrator); tests that need another
+    plan's limits set it here, after signing up."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute("UPDATE core.tenants SET plan_id = %s WHERE tenant_id = %s", (plan, tenant_id))
+
+
 @pytest.fixture(scope="session")
-def new_tenant(api_pool: ConnectionPool, as_admin) -> NewTenant:
-    """Sign up a tenant (a new user as its owner) through auth.sign_up; return its id."""
+def new_tenant(api_pool: ConnectionPool, as_admin, owner_url: str) -> NewTenant:
+    """Sign up a tenant (a new user as its owner) through auth.sign_up, put it on `plan`
+    (as the owner: sign-up itself always gives the free plan); return its id."""
 
     def create(plan: str = "pro", status: str = "active") -> uuid.UUID:
         slug = f"t-{uuid.uuid4().hex[:12]}"
         with api_pool.connection() as conn:
             row = conn.execute(
                 "SELECT user_id, tenant_id FROM auth.sign_up(%s, %s, %s, %s, %s, %s)",
-                (f"{slug}@tenantry.test", f"Owner of {slug}", TEST_PASSWORD_HASH, slug, f"Tenant {slug}", plan),
+                (
+                    f"{slug}@tenantry.test",
+                    f"Owner of {slug}",
+                    TEST_PASSWORD_HASH,
+                    slug,
+                    f"Tenant {slug}",
+                    f"vfy_{uuid.uuid4().hex}",
+                ),
             ).fetchone()
         assert row is not None
         user_id, tenant_id = row
         OWNERS[tenant_id] = user_id
+        if plan != "free":
+            set_plan(owner_url, tenant_id, plan)
         if status != "active":
             with as_admin() as conn:
                 conn.execute("SELECT admin.set_tenant_status(%s, %s)", (tenant_id, status))
         return tenant_id
 
     return create
+
+
+# -- mail ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Any]:
+    """A real SMTP server on loopback that keeps what it receives (tests/mailbox.py);
+    `mailbox.deliver(database, test_settings)` runs one delivery pass of the outbox to it."""
+    from tests.mailbox import Mailbox
+
+    box = Mailbox().start()
+    yield box
+    box.stop()
 
 
 # -- Redis and the HTTP API ---------------------------------------------------------------
@@ -364,10 +398,20 @@ def http(api_url: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def sign_up(http: httpx.Client) -> SignUp:
-    """Sign up a new user and tenant over HTTP (plan 'enterprise' by default: no low limits)."""
+def outbox(owner_url: str) -> Outbox:
+    """The queued mail (core.mail_outbox): where tests find verification and invitation tokens."""
+    return Outbox(owner_url)
 
-    def create(plan: str = "enterprise") -> Account:
+
+@pytest.fixture(scope="session")
+def sign_up(http: httpx.Client, outbox: Outbox, owner_url: str) -> SignUp:
+    """Sign up a new user and tenant over HTTP, as a person does: the sign-up, then the
+    token of the verify_email mail sent to /v1/auth/verify-email (`verified=False` skips
+    that). The tenant is then put on `plan` by the database owner (set_plan): sign-up
+    always gives the free plan, and 'enterprise' (the default) spares tests its low
+    rate limit."""
+
+    def create(plan: str = "enterprise", verified: bool = True) -> Account:
         tag = uuid.uuid4().hex[:12]
         email, password = f"u-{tag}@tenantry.test", "password-" + tag
         resp = http.post(
@@ -378,11 +422,15 @@ def sign_up(http: httpx.Client) -> SignUp:
                 "password": password,
                 "tenant_slug": f"s-{tag}",
                 "tenant_name": f"Tenant {tag}",
-                "plan": plan,
             },
         )
         assert resp.status_code == 201, resp.text
         body = resp.json()
+        if verified:
+            checked = http.post("/v1/auth/verify-email", json={"token": outbox.token(email, "verify_email")})
+            assert checked.status_code == 200, checked.text
+        if plan != "free":
+            set_plan(owner_url, body["tenant_id"], plan)
         return Account(email, password, body["tenant_id"], body["user_id"], body["access_token"], body["refresh_token"])
 
     return create

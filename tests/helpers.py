@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from argon2 import PasswordHasher
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.server import spawn
 from db.context import Context, transaction
+from db.dsn import role_environment
 from db.local.postgres import free_port
+from db.settings import Settings
 
 #: One argon2id hash for every test user (hashing is deliberately slow).
 TEST_PASSWORD = "correct horse battery staple"
@@ -54,9 +57,12 @@ SignUp = Callable[..., Account]
 
 
 def start_api(owner_url: str, redis_url: str, state_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL."""
+    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL.
+    It gets the role DSNs explicitly: the roles' generated passwords are in this process's
+    state folder, not in the one it is given."""
     return spawn(
-        {
+        role_environment(Settings(database_url=owner_url))
+        | {
             "TENANTRY_DATABASE_URL": owner_url,
             "TENANTRY_REDIS_URL": redis_url,
             "TENANTRY_JWT_SECRET": TEST_JWT_SECRET,
@@ -67,6 +73,37 @@ def start_api(owner_url: str, redis_url: str, state_dir: Path, **env: str) -> tu
         free_port(),
         state_dir / "api.log",
     )
+
+
+# -- mail ----------------------------------------------------------------------------------
+
+
+class Outbox:
+    """The mail the platform queued (core.mail_outbox), read as the database owner: the
+    tests' mail sink. Tokens (verification, invitation) reach people only by mail, so
+    tests read them here, where the transaction that made them wrote them."""
+
+    def __init__(self, owner_url: str) -> None:
+        self.owner_url = owner_url
+
+    def messages(self, to: str, template: str | None = None) -> list[dict]:
+        """The messages to `to` (of `template`), oldest first."""
+        with psycopg.connect(self.owner_url, autocommit=True, row_factory=dict_row) as conn:
+            return conn.execute(
+                "SELECT to_address, template, data, created_at FROM core.mail_outbox"
+                " WHERE lower(to_address) = lower(%s) AND (%s::text IS NULL OR template = %s)"
+                " ORDER BY created_at, mail_id",
+                (to, template, template),
+            ).fetchall()
+
+    def last(self, to: str, template: str) -> dict:
+        found = self.messages(to, template)
+        assert found, f"no {template} mail to {to}"
+        return found[-1]["data"]
+
+    def token(self, to: str, template: str) -> str:
+        """The token of the newest `template` mail to `to` (verify_email, invitation)."""
+        return self.last(to, template)["token"]
 
 
 # -- the SQL API ------------------------------------------------------------------------------

@@ -48,13 +48,15 @@ class Member:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
-def add_member(http, account, role: str) -> Member:
-    """A new user, invited by `account` with `role`, accepted and logged in there."""
+def add_member(http, outbox, account, role: str) -> Member:
+    """A new user, invited by `account` with `role`, accepted (with the token mailed to
+    them) and logged in there."""
     email, password = new_email(), "password-" + uuid.uuid4().hex[:8]
     invited = invite(http, account, email, role)
     assert invited.status_code == 201, invited.text
     accepted = http.post(
-        "/v1/invitations/accept", json={"token": invited.json()["token"], "name": "Invitee", "password": password}
+        "/v1/invitations/accept",
+        json={"token": outbox.token(email, "invitation"), "name": "Invitee", "password": password},
     )
     assert accepted.status_code == 200, accepted.text
     tokens = login(http, email, password, account.tenant_id)
@@ -81,15 +83,15 @@ def list_keys(http, account) -> dict[str, dict]:
 # -- roles -> scopes -------------------------------------------------------------------------
 
 
-def test_roles_grant_their_scopes(http, sign_up):
+def test_roles_grant_their_scopes(http, sign_up, outbox):
     account = sign_up()
-    viewer = add_member(http, account, "viewer")
+    viewer = add_member(http, outbox, account, "viewer")
     listed = http.get("/v1/projects", headers=viewer.headers)
     assert listed.status_code == 200 and listed.json()["items"] == []
     problem(create_project(http, viewer.headers), 403, "missing_scope")
     assert http.get("/v1/members", headers=viewer.headers).status_code == 200  # members:read
 
-    member = add_member(http, account, "member")
+    member = add_member(http, outbox, account, "member")
     created = create_project(http, member.headers)
     assert created.status_code == 201, created.text
     assert created.json()["created_by"] == member.user_id
@@ -115,7 +117,7 @@ def invitation_statuses(http, account) -> dict[str, str]:
     return {i["invitation_id"]: i["status"] for i in resp.json()["items"]}
 
 
-def test_invitation_create_list_accept(http, sign_up):
+def test_invitation_create_list_accept(http, sign_up, outbox):
     account = sign_up()
     email = new_email()
     created = invite(http, account, email, "developer")
@@ -123,7 +125,11 @@ def test_invitation_create_list_accept(http, sign_up):
     invitation = created.json()
     assert invitation["status"] == "pending" and invitation["role"] == "developer"
     assert invitation["email"] == email and invitation["invited_by"] == account.user_id
-    assert invitation["token"].startswith("inv_")
+    # the token goes to the invitee only, by mail
+    assert "token" not in invitation
+    mail = outbox.last(email, "invitation")
+    assert mail["token"].startswith("inv_") and mail["role"] == "developer"
+    invitation["token"] = mail["token"]
     expires = dt.datetime.fromisoformat(invitation["expires_at"])
     assert dt.timedelta(days=6, hours=23) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=7)
 
@@ -175,13 +181,22 @@ def test_invitation_create_list_accept(http, sign_up):
     problem(invite(http, account, account.email), 409, "already_member", field="email")
 
 
-def test_invitation_revoke_resend_expire(http, sign_up, owner):
+def test_invitation_revoke_resend_expire(http, sign_up, owner, outbox):
     account = sign_up()
 
     def accept(token: str):
         return http.post("/v1/invitations/accept", json={"token": token, "name": "N", "password": "password-123456"})
 
-    revoked = invite(http, account, new_email()).json()
+    def invited(email: str) -> dict:
+        created = invite(http, account, email)
+        assert created.status_code == 201, created.text
+        return created.json() | {"token": outbox.token(email, "invitation")}
+
+    def resend(invitation: dict):
+        resp = http.post(f"/v1/invitations/{invitation['invitation_id']}/resend", headers=account.headers)
+        return resp, (outbox.token(invitation["email"], "invitation") if resp.status_code == 200 else None)
+
+    revoked = invited(new_email())
     gone = http.delete(f"/v1/invitations/{revoked['invitation_id']}", headers=account.headers)
     assert gone.status_code == 200 and gone.json()["status"] == "revoked", gone.text
     problem(accept(revoked["token"]), 410, "invitation_revoked")
@@ -193,16 +208,17 @@ def test_invitation_revoke_resend_expire(http, sign_up, owner):
     # a revoked invitation is no longer open: the email can be invited again
     assert invite(http, account, revoked["email"]).status_code == 201
 
-    resent_from = invite(http, account, new_email()).json()
-    resent = http.post(f"/v1/invitations/{resent_from['invitation_id']}/resend", headers=account.headers)
+    resent_from = invited(new_email())
+    resent, resent_token = resend(resent_from)
     assert resent.status_code == 200, resent.text
     assert resent.json()["invitation_id"] == resent_from["invitation_id"]
-    assert resent.json()["token"] != resent_from["token"] and resent.json()["status"] == "pending"
+    assert resent_token != resent_from["token"] and resent.json()["status"] == "pending"
+    assert "token" not in resent.json()
     problem(accept(resent_from["token"]), 404, "invitation_not_found")
-    ok = accept(resent.json()["token"])
+    ok = accept(resent_token)
     assert ok.status_code == 200 and ok.json()["created_user"] is True, ok.text
 
-    expired = invite(http, account, new_email()).json()
+    expired = invited(new_email())
     owner.execute(
         "UPDATE core.invitations SET expires_at = now() - interval '1 minute'"
         " WHERE tenant_id = %s AND invitation_id = %s",
@@ -212,30 +228,30 @@ def test_invitation_revoke_resend_expire(http, sign_up, owner):
     statuses = invitation_statuses(http, account)
     assert statuses[expired["invitation_id"]] == "expired"
     # resending an expired invitation gives it a new life
-    again = http.post(f"/v1/invitations/{expired['invitation_id']}/resend", headers=account.headers)
+    again, again_token = resend(expired)
     assert again.status_code == 200 and again.json()["status"] == "pending"
-    assert accept(again.json()["token"]).status_code == 200
+    assert accept(again_token).status_code == 200
 
     problem(http.delete(f"/v1/invitations/{uuid.uuid4()}", headers=account.headers), 404, "not_found")
 
-    # an existing user accepts: name and password given with the token change nothing
+    # an existing user accepts logged in as themselves; the token alone (even with a name
+    # and password) does not add their account (tests/test_security_identity.py)
     existing = sign_up()
-    token = invite(http, account, existing.email).json()["token"]
-    linked = http.post(
-        "/v1/invitations/accept", json={"token": token, "name": "Hijacked", "password": "attacker-password"}
+    assert invite(http, account, existing.email).status_code == 201
+    token = outbox.token(existing.email, "invitation")
+    problem(
+        http.post("/v1/invitations/accept", json={"token": token, "name": "Hijacked", "password": "attacker-password"}),
+        401,
+        "login_required",
     )
+    linked = http.post("/v1/invitations/accept", headers=existing.headers, json={"token": token})
     assert linked.status_code == 200 and linked.json()["created_user"] is False, linked.text
     assert linked.json()["user_id"] == existing.user_id
-    problem(
-        http.post("/v1/auth/login", json={"email": existing.email, "password": "attacker-password"}),
-        401,
-        "invalid_credentials",
-    )
     me = http.get("/v1/auth/me", headers=bearer(login(http, existing.email, existing.password)["access_token"]))
     assert me.json()["name"] != "Hijacked"
 
 
-def test_invitation_conflicts_and_bad_tokens(http, sign_up):
+def test_invitation_conflicts_and_bad_tokens(http, sign_up, outbox):
     account = sign_up()
     email = new_email()
     assert invite(http, account, email).status_code == 201
@@ -254,7 +270,7 @@ def test_invitation_conflicts_and_bad_tokens(http, sign_up):
     problem(invite(http, account, email, "superuser"), 422, "invalid_body", field="role")
     problem(invite(http, account, "not-an-email"), 422, "invalid_value")
     # only owners grant the owner role, by invitation too
-    admin = add_member(http, account, "admin")
+    admin = add_member(http, outbox, account, "admin")
     problem(invite(http, admin, new_email(), "owner"), 403, "owner_required")
     assert invite(http, admin, new_email(), "admin").status_code == 201
 
@@ -268,10 +284,10 @@ def members_by_id(http, headers) -> dict[str, dict]:
     return {m["user_id"]: m for m in resp.json()["items"]}
 
 
-def test_member_roles_and_the_last_owner(http, sign_up):
+def test_member_roles_and_the_last_owner(http, sign_up, outbox):
     account = sign_up()
-    alice = add_member(http, account, "member")
-    bob = add_member(http, account, "viewer")
+    alice = add_member(http, outbox, account, "member")
+    bob = add_member(http, outbox, account, "viewer")
     members = members_by_id(http, account.headers)
     assert {uid: m["role"] for uid, m in members.items()} == {
         account.user_id: "owner",
@@ -329,18 +345,18 @@ def test_member_roles_and_the_last_owner(http, sign_up):
     problem(http.delete(f"/v1/members/{alice.user_id}", headers=alice.headers), 409, "last_owner")
 
 
-def test_anyone_may_leave(http, sign_up):
+def test_anyone_may_leave(http, sign_up, outbox):
     account = sign_up()
-    viewer = add_member(http, account, "viewer")
+    viewer = add_member(http, outbox, account, "viewer")
     left = http.delete(f"/v1/members/{viewer.user_id}", headers=viewer.headers)
     assert left.status_code == 200, left.text
     assert viewer.user_id not in members_by_id(http, account.headers)
     problem(http.get("/v1/projects", headers=viewer.headers), 401, "session_revoked")
 
 
-def test_removed_member_sessions_stop_working(http, sign_up):
+def test_removed_member_sessions_stop_working(http, sign_up, outbox):
     account = sign_up()
-    member = add_member(http, account, "member")
+    member = add_member(http, outbox, account, "member")
     assert http.get("/v1/projects", headers=member.headers).status_code == 200
     removed = http.delete(f"/v1/members/{member.user_id}", headers=account.headers)
     assert removed.status_code == 200 and removed.json()["role"] == "member", removed.text
@@ -353,13 +369,18 @@ def test_removed_member_sessions_stop_working(http, sign_up):
     resp = http.post("/v1/auth/login", json={"email": member.email, "password": member.password})
     problem(resp, 403, "not_a_member")
 
-    # invited again, the old session does not come back; a new login works
+    # invited again: the token alone does not add the existing account (it must log in to
+    # accept, which an account with no tenant cannot do yet), and the old session does
+    # not come back
     again = invite(http, account, member.email, "viewer")
     assert again.status_code == 201, again.text
-    accepted = http.post("/v1/invitations/accept", json={"token": again.json()["token"]})
-    assert accepted.status_code == 200 and accepted.json()["created_user"] is False, accepted.text
+    problem(
+        http.post("/v1/invitations/accept", json={"token": outbox.token(member.email, "invitation")}),
+        401,
+        "login_required",
+    )
     problem(http.get("/v1/projects", headers=member.headers), 401, "session_revoked")
-    assert login(http, member.email, member.password)["role"] == "viewer"
+    assert member.user_id not in members_by_id(http, account.headers)
 
 
 # -- API keys ---------------------------------------------------------------------------------------
@@ -404,16 +425,16 @@ def test_api_key_create_list_use(http, sign_up):
     problem(http.get("/v1/members", headers=key_header(read_only)), 403, "missing_scope")
 
 
-def test_api_key_scope_rules(http, sign_up):
+def test_api_key_scope_rules(http, sign_up, outbox):
     account = sign_up()
-    developer = add_member(http, account, "developer")
+    developer = add_member(http, outbox, account, "developer")
     problem(create_key(http, developer, ["projects:read", "members:manage"]), 403, "scope_escalation", field="scopes")
     assert create_key(http, developer, ["projects:read", "keys:manage"]).status_code == 201
     problem(create_key(http, account, ["projects:read", "no:such-scope"]), 422, "invalid_parameter", field="scopes")
     problem(create_key(http, account, []), 422, "invalid_body", field="scopes")
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
     problem(create_key(http, account, ["projects:read"], expires_at=past), 422, "invalid_parameter", field="expires_at")
-    member = add_member(http, account, "member")
+    member = add_member(http, outbox, account, "member")
     problem(create_key(http, member, ["projects:read"]), 403, "missing_scope")
     # a key with keys:manage cannot mint a key broader than itself
     narrow = create_key(http, account, ["keys:manage", "projects:read"]).json()["key"]
@@ -488,9 +509,9 @@ def test_api_key_rotation(http, sign_up, owner):
     )
 
 
-def test_rotating_a_broader_key_is_scope_escalation(http, sign_up):
+def test_rotating_a_broader_key_is_scope_escalation(http, sign_up, outbox):
     account = sign_up()
-    developer = add_member(http, account, "developer")
+    developer = add_member(http, outbox, account, "developer")
     owners_key = create_key(http, account, ["members:manage", "projects:read"]).json()
     assert owners_key["key_id"] in list_keys(http, developer)  # keys:manage lists every key
     rotated = http.post(
@@ -520,10 +541,10 @@ def test_answers_holding_secrets_take_no_idempotency_key(http, sign_up):
     assert list_keys(http, account) == {}  # nothing was created
 
 
-def test_idempotent_replay_is_only_for_the_same_caller(http, sign_up):
+def test_idempotent_replay_is_only_for_the_same_caller(http, sign_up, outbox):
     # another member's (or key's) replay would hand them an answer made with scopes they lack
     account = sign_up()
-    member = add_member(http, account, "member")
+    member = add_member(http, outbox, account, "member")
     idem = {"Idempotency-Key": f"key-{uuid.uuid4().hex}"}
     first = http.post("/v1/projects", headers=account.headers | idem, json={"name": "Shared key"})
     assert first.status_code == 201, first.text
@@ -537,11 +558,11 @@ def test_idempotent_replay_is_only_for_the_same_caller(http, sign_up):
     )
 
 
-def test_other_tenants_objects_are_not_found(http, sign_up):
+def test_other_tenants_objects_are_not_found(http, sign_up, outbox):
     a, b = sign_up(), sign_up()
     a_key = create_key(http, a, ["projects:read"]).json()
     a_invitation = invite(http, a, new_email()).json()
-    a_member = add_member(http, a, "viewer")
+    a_member = add_member(http, outbox, a, "viewer")
     problem(http.delete(f"/v1/api-keys/{a_key['key_id']}", headers=b.headers), 404, "not_found")
     problem(http.post(f"/v1/api-keys/{a_key['key_id']}/rotate", headers=b.headers), 404, "not_found")
     problem(http.delete(f"/v1/invitations/{a_invitation['invitation_id']}", headers=b.headers), 404, "not_found")
@@ -572,7 +593,7 @@ def find_tenant(http, headers, tenant_id: str) -> dict | None:
             return None
 
 
-def test_platform_admin(http, sign_up, owner):
+def test_platform_admin(http, sign_up, owner, outbox):
     account = sign_up()
     admin = sign_up()
     problem(http.get("/v1/admin/tenants", headers=admin.headers), 403, "platform_admin_required")
@@ -593,7 +614,7 @@ def test_platform_admin(http, sign_up, owner):
 
     # suspended: reads work, writes do not
     key = create_key(http, account, ["projects:read", "projects:write"]).json()["key"]
-    member = add_member(http, account, "member")
+    member = add_member(http, outbox, account, "member")
     suspend_id = f"suspend-{uuid.uuid4().hex}"
     suspended = http.post(
         f"/v1/admin/tenants/{account.tenant_id}/suspend", headers=headers | {"X-Request-ID": suspend_id}

@@ -20,6 +20,7 @@ import pytest
 
 from db.local.postgres import free_port
 from tests.helpers import PROBLEM_FIELDS, no_leak, problem, start_api
+from tests.test_api_access import add_member
 
 
 def ok(resp: httpx.Response, status: int = 200) -> dict:
@@ -140,10 +141,11 @@ def test_live_project_names_are_unique_ignoring_case(http, sign_up):
 # -- tasks -------------------------------------------------------------------------------------
 
 
-def test_tasks_crud_and_filters(http, sign_up):
+def test_tasks_crud_and_filters(http, outbox, sign_up):
     acct = sign_up()
     p1, p2 = make_project(http, acct)["project_id"], make_project(http, acct)["project_id"]
-    me, someone = acct.user_id, str(uuid.uuid4())
+    # assignees are members of the tenant (tests/test_security_keys.py: no one else)
+    me, someone = acct.user_id, add_member(http, outbox, acct, "member").user_id
     t1 = make_task(http, acct, p1, "one", assignee_id=me)
     t2 = make_task(http, acct, p1, "two", status="done", priority="high", due_date="2031-02-03")
     t3 = make_task(http, acct, p2, "three", assignee_id=someone)

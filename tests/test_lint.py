@@ -34,6 +34,21 @@ def bad_schema(owner):
     owner.execute("ALTER TABLE lint_probe.half ENABLE ROW LEVEL SECURITY")
     owner.execute("CREATE POLICY everyone ON lint_probe.half USING (true)")
     owner.execute("CREATE FUNCTION lint_probe.risky() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+    # definer functions whose search_path lets a caller's temporary types come first
+    for name, path in (("empty_path", "''"), ("temp_first", "pg_temp, pg_catalog"), ("no_temp", "pg_catalog")):
+        owner.execute(
+            f"CREATE FUNCTION lint_probe.{name}() RETURNS int LANGUAGE sql SECURITY DEFINER"
+            f" SET search_path = {path} AS 'SELECT 1'"
+        )
+        owner.execute(f"REVOKE EXECUTE ON FUNCTION lint_probe.{name}() FROM PUBLIC")
+        owner.execute(f"ALTER FUNCTION lint_probe.{name}() OWNER TO tenantry_owner")
+    # and one as it should be: owned by tenantry_owner, temp last, not PUBLIC's
+    owner.execute(
+        "CREATE FUNCTION lint_probe.sound() RETURNS int LANGUAGE sql SECURITY DEFINER"
+        " SET search_path = pg_catalog, pg_temp AS 'SELECT 1'"
+    )
+    owner.execute("REVOKE EXECUTE ON FUNCTION lint_probe.sound() FROM PUBLIC")
+    owner.execute("ALTER FUNCTION lint_probe.sound() OWNER TO tenantry_owner")
     yield
     owner.execute("DROP SCHEMA lint_probe CASCADE")
 
@@ -51,8 +66,16 @@ def test_lint_names_every_violation(owner_url, bad_schema, is_citus):
         "lint_probe.half: a policy applies TO PUBLIC; scope policies to a role",
         "lint_probe.half: unique index half_id lacks tenant_id: "
         "CREATE UNIQUE INDEX half_id ON lint_probe.half USING btree (id)",
-        "lint_probe.risky(): SECURITY DEFINER without SET search_path",
+        "lint_probe.risky(): SECURITY DEFINER without SET search_path = pg_catalog, pg_temp",
         "lint_probe.risky(): PUBLIC may execute it; grant it to a role instead",
+        "lint_probe.empty_path(): SECURITY DEFINER without SET search_path = pg_catalog, pg_temp",
+        "lint_probe.temp_first(): SECURITY DEFINER without SET search_path = pg_catalog, pg_temp",
+        "lint_probe.no_temp(): SECURITY DEFINER without SET search_path = pg_catalog, pg_temp",
+        # the superuser that ran the fixture owns these; tenantry_owner must
+        "lint_probe: schema owned by the superuser postgres; tenantry_owner must own it",
+        "lint_probe.notes: table owned by the superuser postgres; tenantry_owner must own it",
+        "lint_probe.half: table owned by the superuser postgres; tenantry_owner must own it",
+        "lint_probe.risky(): function owned by the superuser postgres; tenantry_owner must own it",
     }
     if is_citus:
         expected |= {
@@ -60,6 +83,30 @@ def test_lint_names_every_violation(owner_url, bad_schema, is_citus):
             "lint_probe.half: is not distributed on tenant_id",
         }
     assert problems == expected
+
+
+def test_lint_names_an_application_role_that_may_create_temporary_objects(owner_url, owner):
+    database = owner.execute("SELECT current_database()").fetchone()["current_database"]
+
+    def temporary(action: str, grantee: str) -> None:
+        to = "TO" if action == "GRANT" else "FROM"
+        owner.execute(f'{action} TEMPORARY ON DATABASE "{database}" {to} {grantee}')
+
+    try:
+        temporary("GRANT", "tenantry_analyst")
+        directly = [str(p) for p in lint.lint(owner_url)]
+        temporary("REVOKE", "tenantry_analyst")
+        temporary("GRANT", "PUBLIC")
+        through_public = [str(p) for p in lint.lint(owner_url)]
+    finally:
+        temporary("REVOKE", "tenantry_analyst")
+        temporary("REVOKE", "PUBLIC")
+    assert directly == [f"database {database}: tenantry_analyst may create temporary objects (revoke TEMPORARY)"]
+    assert through_public == [
+        f"database {database}: {role} may create temporary objects (revoke TEMPORARY)"
+        for role in sorted(("tenantry_api", "tenantry_worker", "tenantry_analyst", "tenantry_platform_admin"))
+    ]
+    assert lint.lint(owner_url) == []
 
 
 def test_lint_command_exits_non_zero_naming_the_table(owner_url, owner, monkeypatch):

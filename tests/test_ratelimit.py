@@ -235,6 +235,31 @@ def test_fail_open_when_nothing_listens() -> None:
     assert degraded_count() == before + 1  # failing closed is not counted as degraded
 
 
+def test_fail_open_when_something_else_answers_on_the_port() -> None:
+    # found by the suite: a "dead" port reused by an HTTP server made every request a 500
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_like_http() -> None:
+            for _ in range(2):
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer_like_http, daemon=True)
+        thread.start()
+        not_redis = connect(f"redis://127.0.0.1:{server.getsockname()[1]}/0")
+        before = degraded_count()
+        decision = RateLimiter(not_redis).hit(fresh_key(), Limit.per_minute(60))
+        assert decision.allowed and decision.degraded
+        assert degraded_count() == before + 1
+        with pytest.raises(RateLimiterUnavailable):
+            RateLimiter(not_redis, fail_open=False).hit(fresh_key(), Limit.per_minute(60))
+        thread.join(timeout=5)
+
+
 def test_fail_open_while_server_stopped_then_recovers(tmp_path: Path) -> None:
     server = LocalRedis(tmp_path / "redis", free_port())
     server.start()

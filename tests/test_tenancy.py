@@ -80,7 +80,7 @@ def test_bad_project_changes_are_named_errors(api_pool, new_tenant, is_citus, ch
 def test_tasks_lifecycle_and_filters(api_pool, new_tenant):
     tenant = new_tenant()
     project = one(api_pool, tenant, "create_project", "Roadmap")["project_id"]
-    assignee = uuid.uuid4()
+    assignee = OWNERS[tenant]  # a member of the tenant (the only kind of assignee)
     due = dt.date(2027, 1, 31)
     urgent = one(
         api_pool, tenant, "create_task", project, "Ship", p_priority="urgent", p_assignee_id=assignee, p_due_date=due
@@ -239,21 +239,26 @@ def test_status_timestamps_cannot_contradict_the_status(owner, new_tenant):
         owner.execute("UPDATE core.tenants SET suspended_at = now() WHERE tenant_id = %s", (tenant,))
 
 
-def test_tenant_slugs_are_globally_unique_and_validated(api_pool):
-    def sign_up(slug: str, plan: str = "free") -> None:
+def test_tenant_slugs_are_globally_unique_and_validated(api_pool, owner):
+    def sign_up(slug: str) -> uuid.UUID:
         email = f"{uuid.uuid4().hex[:10]}@tenantry.test"
         with api_pool.connection() as conn:
-            conn.execute("SELECT auth.sign_up(%s, 'Ann', %s, %s, 'Acme', %s)", (email, TEST_PASSWORD_HASH, slug, plan))
+            return conn.execute(
+                "SELECT tenant_id FROM auth.sign_up(%s, 'Ann', %s, %s, 'Acme', %s)",
+                (email, TEST_PASSWORD_HASH, slug, f"vfy_{uuid.uuid4().hex}"),
+            ).fetchone()[0]
 
     slug = f"acme-{uuid.uuid4().hex[:8]}"
-    sign_up(slug)
+    tenant = sign_up(slug)
     with pytest.raises(errors.UniqueViolation) as exc:
         sign_up(slug)
     assert (exc.value.diag.constraint_name, exc.value.diag.column_name) == ("tenant_slugs_pkey", "slug")
     with pytest.raises(errors.CheckViolation):
         sign_up("Not A Slug!")
-    with pytest.raises(errors.ForeignKeyViolation):
-        sign_up(f"np-{uuid.uuid4().hex[:8]}", plan="platinum")
+    # sign-up chooses no plan: the free one (paid plans come from billing or an administrator)
+    assert owner.execute("SELECT plan_id FROM core.tenants WHERE tenant_id = %s", (tenant,)).fetchone() == {
+        "plan_id": "free"
+    }
 
 
 def test_platform_admin_actions_are_recorded_with_the_admin(as_admin, platform_admin, admin_pool, new_tenant):

@@ -1,5 +1,7 @@
 """/v1/members, /v1/invitations and /v1/api-keys: who belongs to the tenant and how
-machines get in. Tokens and keys are made here and shown once; the database keeps hashes.
+machines get in. Tokens and keys are made here; the database keeps hashes. An API key is
+shown once, to its creator; an invitation token only to the invitee, by mail (the SQL
+function queues it), never to the inviter.
 """
 
 from __future__ import annotations
@@ -77,13 +79,15 @@ class InvitationsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = list_page(req, models.Invitation, "invitation_id", shaper=_invitation)
 
-    # no Idempotency-Key: the answer holds a secret, which must not be stored to replay it
+    # no Idempotency-Key: a replay would answer without mailing a token (the mail holds
+    # the secret, which must not be stored to replay it)
     @operation(
-        summary="Invite an email with a role; the single-use token (valid 7 days) is in the answer",
+        summary="Invite an email with a role: the single-use token (valid 7 days) is mailed to it "
+        "(only owners invite owners)",
         scope="members:manage",
         function="api.create_invitation",
         body=models.InvitationCreate,
-        response=models.InvitationWithToken,
+        response=models.Invitation,
         status=201,
         errors=(403, 409, 422),
     )
@@ -91,18 +95,18 @@ class InvitationsResource:
         data = body(req, models.InvitationCreate)
         invitation_id = uuid.uuid4()
         token = security.new_invitation_token(principal(req).tenant, invitation_id)
-        created = call_one(req, invitation_id=invitation_id, token_hash=security.sha256(token), **data.model_dump())
-        resp.media = _invitation(created) | {"token": token}
+        created = call_one(req, invitation_id=invitation_id, token=token, **data.model_dump())
+        resp.media = _invitation(created)
         resp.status = 201
 
 
 class InvitationResource:
     @operation(
-        summary="Revoke an open invitation",
+        summary="Revoke an open invitation (an owner invitation: owners only)",
         scope="members:manage",
         function="api.revoke_invitation",
         response=models.Invitation,
-        errors=(404, 409, 410),
+        errors=(403, 404, 409, 410),
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response, invitation_id: uuid.UUID) -> None:
         resp.media = _invitation(call_one(req, invitation_id=invitation_id))
@@ -110,16 +114,16 @@ class InvitationResource:
 
 class InvitationResendResource:
     @operation(
-        summary="Send an open invitation again: a new token and expiry (the old token stops working)",
+        summary="Send an open invitation again: a new token, mailed, and a new expiry (the old token "
+        "stops working; an owner invitation: owners only)",
         scope="members:manage",
         function="api.resend_invitation",
-        response=models.InvitationWithToken,
-        errors=(404, 409, 410),
+        response=models.Invitation,
+        errors=(403, 404, 409, 410),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, invitation_id: uuid.UUID) -> None:
         token = security.new_invitation_token(principal(req).tenant, invitation_id)
-        found = call_one(req, invitation_id=invitation_id, token_hash=security.sha256(token))
-        resp.media = _invitation(found) | {"token": token}
+        resp.media = _invitation(call_one(req, invitation_id=invitation_id, token=token))
 
 
 class InvitationAcceptResource:
@@ -127,13 +131,14 @@ class InvitationAcceptResource:
         self.db = db
 
     @operation(
-        summary="Accept an invitation (a new account needs name and password)",
-        auth="none",
+        summary="Accept an invitation: logged in (Authorization: Bearer) as the invited, verified account; "
+        "or without login as a new account (name and password; created verified)",
+        auth="optional",
         function="auth.accept_invitation",
         renamed={"token": "token_hash", "password": "password_hash"},
         body=models.InvitationAccept,
         response=models.Accepted,
-        errors=(404, 409, 410, 422),
+        errors=(403, 404, 409, 410, 422),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.InvitationAccept)
@@ -142,15 +147,20 @@ class InvitationAcceptResource:
         except security.TokenError:
             raise Problem(404, "invitation_not_found", "No such invitation.", field="token") from None
         password_hash = security.hash_password(data.password) if data.password else None
-        with open_transaction(req, self.db, Context(request_id=req.context.request_id)):
-            accepted = call_one(
-                req,
-                tenant_id=tenant_id,
-                invitation_id=invitation_id,
-                token_hash=security.sha256(data.token),
-                name=data.name,
-                password_hash=password_hash,
-            )
+        arguments = {
+            "tenant_id": tenant_id,
+            "invitation_id": invitation_id,
+            "token_hash": security.sha256(data.token),
+            "name": data.name,
+            "password_hash": password_hash,
+        }
+        if principal(req).kind == "user":
+            # the pipeline's transaction, whose context names the logged-in user (its
+            # session checked): the SQL function accepts as that account
+            accepted = call_one(req, **arguments)
+        else:
+            with open_transaction(req, self.db, Context(request_id=req.context.request_id)):
+                accepted = call_one(req, **arguments)
         resp.media = shape(models.Accepted, accepted)
 
 

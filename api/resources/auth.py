@@ -1,7 +1,8 @@
-"""/v1/signup and /v1/auth/*: sign-up, login with lockout, refresh rotation with reuse
-detection, logout, sessions, switching tenant, and who am I.
+"""/v1/signup and /v1/auth/*: sign-up, email verification, login with lockout, refresh
+rotation with reuse detection, logout, sessions, switching tenant, and who am I.
 
-Public calls (sign-up, login, refresh, accepting an invitation) open short transactions
+Public calls (sign-up, verifying an email, login, refresh, accepting an invitation
+without login) open short transactions
 of their own (`open_transaction`), with no tenant context, committed even when they
 refuse (a failed login counts): the auth.* functions they call are definer-rights and
 filter by tenant themselves.
@@ -15,6 +16,7 @@ import uuid
 import falcon
 
 from api import models, security
+from api.client import client_address
 from api.errors import Problem
 from api.resources.base import body, call, call_one, open_transaction, principal, shape
 from api.spec import operation
@@ -45,8 +47,10 @@ class Sessions:
             tenant_id=tenant_id,
             refresh_hash=security.sha256(secret),
             user_agent=req.user_agent,
-            ip=req.remote_addr or None,
-            lifetime=dt.timedelta(days=self.settings.session_days),
+            ip=client_address(req),
+            refresh_lifetime=dt.timedelta(days=self.settings.refresh_days),
+            idle_timeout=dt.timedelta(minutes=self.settings.session_idle_minutes),
+            max_lifetime=dt.timedelta(hours=self.settings.session_max_hours),
         )
         return self.tokens(user_id, opened, secret)
 
@@ -79,10 +83,11 @@ class SignUpResource:
         self.sessions = sessions
 
     @operation(
-        summary="Sign up: a new user, a new tenant, the user as its owner, and a session",
+        summary="Sign up: a new user, a new tenant on the free plan, the user as its owner, and a session; "
+        "the email address is unverified until the token mailed to it is sent to /v1/auth/verify-email",
         auth="none",
         function=("auth.sign_up", "auth.open_session"),
-        renamed={"password": "password_hash", "tenant_slug": "slug", "plan": "plan_id"},
+        renamed={"password": "password_hash", "tenant_slug": "slug"},
         body=models.SignUp,
         response=models.SignedUp,
         status=201,
@@ -99,20 +104,67 @@ class SignUpResource:
                 password_hash=password_hash,
                 slug=data.tenant_slug,
                 tenant_name=data.tenant_name,
-                plan_id=data.plan,
+                verification_token=security.new_verification_token(),  # mailed by the function
             )
-            resp.media = self.sessions.open(req, created["user_id"], created["tenant_id"])
+            tokens = self.sessions.open(req, created["user_id"], created["tenant_id"])
+            resp.media = tokens | {"email_verified": created["email_verified"]}
         resp.status = 201
 
 
+class VerifyEmailResource:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @operation(
+        summary="Verify an email address with the token mailed to it (single use, 24 hours); an unverified "
+        "account that held the same address is replaced",
+        auth="none",
+        function="auth.verify_email",
+        renamed={"token": "token_hash"},
+        body=models.VerifyEmail,
+        response=models.EmailVerified,
+        errors=(404, 409, 410),
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        data = body(req, models.VerifyEmail)
+        with open_transaction(req, self.db, _anonymous(req)):
+            verified = call_one(req, token_hash=security.sha256(data.token))
+        resp.media = shape(models.EmailVerified, verified)
+
+
+class VerificationResendResource:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @operation(
+        summary="Mail a new verification token to an address that an unverified account holds or claims "
+        "(older tokens stop working); always 202, whether or not there is such an account",
+        auth="none",
+        function="auth.resend_verification",
+        body=models.VerificationResend,
+        status=202,
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        data = body(req, models.VerificationResend)
+        with open_transaction(req, self.db, _anonymous(req)):
+            call(req, email=data.email, token=security.new_verification_token())
+        resp.status = 202
+
+
 class LoginResource:
+    """Login, with the lockout of 140_sessions.sql: 5 failures from one client within 15
+    minutes lock the account for that client (other clients are not locked out), and an
+    unknown email is answered exactly like a known one: same statuses, same bodies, the
+    same lockout, and a password check against a dummy hash that costs the same time."""
+
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
 
     @operation(
-        summary="Log in with email and password (5 failures in 15 minutes lock the account for 15)",
+        summary="Log in with email and password (5 failures in 15 minutes from one client lock the "
+        "account for that client for 15 minutes)",
         auth="none",
-        function=("auth.begin_login", "auth.open_session"),
+        function=("auth.begin_login", "auth.record_login_failure", "auth.record_login_success", "auth.open_session"),
         renamed={"password": None},
         body=models.Login,
         response=models.Tokens,
@@ -120,30 +172,32 @@ class LoginResource:
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.Login)
+        who = {"email": data.email, "client": client_address(req)}
         refusal: Problem | None = None
         with open_transaction(req, self.sessions.db, _anonymous(req)):
-            found = call(req, email=data.email)
-            user = found[0] if found else None
-            if user and user["locked_for_seconds"] > 0:
-                refusal = _locked(user["locked_for_seconds"])
-            elif user is None or not security.verify_password(user["password_hash"], data.password):
-                refusal = Problem(401, "invalid_credentials", "The email or password is wrong.")
-                if user is not None:  # the failure counts even though we refuse: committed below
-                    locked_for = call_one(req, "auth.record_login_failure", user_id=user["user_id"])[
-                        "record_login_failure"
-                    ]
-                    refusal = _locked(locked_for) if locked_for else refusal
+            login = call_one(req, **who)  # one row, known email or not
+            if login["locked_for_seconds"] > 0:
+                refusal = _locked(login["locked_for_seconds"])
+            elif not security.verify_password(login["password_hash"], data.password):  # no hash: a dummy one
+                # the failure counts even though we refuse: committed below
+                locked_for = call_one(req, "auth.record_login_failure", **who)["record_login_failure"]
+                refusal = _locked(locked_for) if locked_for else _wrong_credentials()
             else:
-                resp.media = self.sessions.open(req, user["user_id"], data.tenant_id)
+                resp.media = self.sessions.open(req, login["user_id"], data.tenant_id)
+                call(req, "auth.record_login_success", **who)
         if refusal is not None:
             raise refusal
+
+
+def _wrong_credentials() -> Problem:
+    return Problem(401, "invalid_credentials", "The email or password is wrong.")
 
 
 def _locked(seconds: int) -> Problem:
     return Problem(
         429,
         "account_locked",
-        f"Too many failed logins: the account is locked for {seconds} more seconds.",
+        f"Too many failed logins: this account is locked here for {seconds} more seconds.",
         headers={"Retry-After": str(seconds)},
         retry_after=seconds,
     )
@@ -176,6 +230,7 @@ class RefreshResource:
                 tenant_id=tenant_id,  # a detected reuse revokes the session
                 token_hash=security.sha256(secret),
                 new_hash=security.sha256(new_secret),
+                refresh_lifetime=dt.timedelta(days=self.sessions.settings.refresh_days),
             )
         outcome = result["outcome"]
         if outcome != "ok":
@@ -197,8 +252,8 @@ class LogoutResource:
         status=204,
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        me = principal(req)
-        call(req, user_id=me.actor_id, tenant_id=me.tenant_id, session_id=me.session_id, reason="logout")
+        me = principal(req)  # the function acts for the user of the context's session
+        call(req, tenant_id=me.tenant_id, session_id=me.session_id, reason="logout")
         resp.status = 204
 
 
@@ -221,7 +276,7 @@ class SessionsResource:
         response=models.Sessions,
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        found = call(req, user_id=principal(req).actor_id)
+        found = call(req)  # the user of the context's session
         resp.media = {"items": [shape(models.Session, s | {"ip": str(s["ip"]) if s["ip"] else None}) for s in found]}
 
     @operation(
@@ -231,7 +286,7 @@ class SessionsResource:
         response=models.Revoked,
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"revoked": call_one(req, user_id=principal(req).actor_id)["revoke_all_sessions"]}
+        resp.media = {"revoked": call_one(req)["revoke_all_sessions"]}  # the context's user
 
 
 class SessionResource:
@@ -245,7 +300,7 @@ class SessionResource:
     def on_delete(
         self, req: falcon.Request, resp: falcon.Response, tenant_id: uuid.UUID, session_id: uuid.UUID
     ) -> None:
-        found = call_one(req, user_id=principal(req).actor_id, tenant_id=tenant_id, session_id=session_id)
+        found = call_one(req, tenant_id=tenant_id, session_id=session_id)  # one of the context user's sessions
         if not found["revoke_session"]:
             raise Problem(404, "not_found", "No live session of yours has that id.")
         resp.status = 204

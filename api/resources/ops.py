@@ -1,10 +1,18 @@
 """/health, /ready, /metrics and /v1/openapi.json: for load balancers, Prometheus and
-clients. They declare no @operation (no authentication, no rate limit)."""
+clients. They declare no @operation (no tenant authentication, no rate limit); /metrics
+guards itself: a bearer token when TENANTRY_METRICS_TOKEN is set, loopback clients only
+otherwise."""
 
 from __future__ import annotations
 
+import hmac
+
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
+
+from api.client import client_address, is_loopback
+from api.errors import Problem
 
 
 class HealthResource:
@@ -43,7 +51,30 @@ class ReadyResource:
 
 
 class MetricsResource:
+    """Prometheus metrics, which say a lot about the tenants (routes, rates, errors): with
+    a token set, only a scraper that sends it; without one, only a client on this host
+    (the client as resolved behind trusted proxies, so a proxy on this host does not make
+    everyone local)."""
+
+    def __init__(self, token: SecretStr | None = None) -> None:
+        self.token = token.get_secret_value().encode() if token is not None else None
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.token is not None:
+            scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+                raise Problem(
+                    401,
+                    "invalid_token",
+                    "/metrics needs `Authorization: Bearer <metrics token>`.",
+                    headers={"WWW-Authenticate": 'Bearer realm="tenantry-metrics"'},
+                )
+        elif not is_loopback(client_address(req)):
+            raise Problem(
+                403,
+                "forbidden",
+                "/metrics answers clients on this host only (set TENANTRY_METRICS_TOKEN to scrape it from elsewhere).",
+            )
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest()
 

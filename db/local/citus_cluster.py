@@ -4,6 +4,13 @@ Starts nodes from a PostgreSQL installation that already has Citus (as the Citus
 packages install it); it builds nothing. The nodes live under <state_dir>/citus/ and
 the cluster's shape (ports, workers) is remembered in cluster.json there, so `down` and
 `status` need no options.
+
+Its nodes keep `trust` authentication on loopback, unlike the embedded server (which
+requires passwords: db/local/postgres.py). It is a throw-away cluster a developer starts
+to run the suite on Citus, and the nodes connect to each other as the connecting user:
+with passwords, every node would also need the others' credentials (pg_dist_authinfo or
+a .pgpass on each), which this cluster does not set up. Do not keep data you care about
+in it, and do not start it on a machine shared with users you do not trust.
 """
 
 from __future__ import annotations
@@ -66,9 +73,11 @@ class DevCluster:
         self.shape = shape
         self.database = database
         bin_dir = Path(shape.bin_dir)
-        self.coordinator = LocalServer(bin_dir, home / "coordinator", shape.base_port, dict(CITUS_SETTINGS))
+        self.coordinator = LocalServer(
+            bin_dir, home / "coordinator", shape.base_port, dict(CITUS_SETTINGS), auth="trust"
+        )
         self.workers = [
-            LocalServer(bin_dir, home / f"worker{i}", shape.base_port + i, dict(CITUS_SETTINGS))
+            LocalServer(bin_dir, home / f"worker{i}", shape.base_port + i, dict(CITUS_SETTINGS), auth="trust")
             for i in range(1, shape.workers + 1)
         ]
 
@@ -98,7 +107,10 @@ class DevCluster:
         saved = self.home / "cluster.json"
         if saved.exists() and json.loads(saved.read_text()) != asdict(self.shape):
             previous = ClusterShape(**json.loads(saved.read_text()))
-            if any(LocalServer(Path(previous.bin_dir), self.home / n, 0).is_running() for n in self._names(previous)):
+            if any(
+                LocalServer(Path(previous.bin_dir), self.home / n, 0, auth="trust").is_running()
+                for n in self._names(previous)
+            ):
                 raise ClusterError("a dev cluster of another shape is running: `tenantry citus dev-cluster down` first")
         saved.write_text(json.dumps(asdict(self.shape)))
         for name, node in zip(self._names(self.shape), self.nodes, strict=True):

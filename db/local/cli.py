@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from db import dsn
 from db.friendly import friendly
 from db.local import citus_cluster, services
 from db.settings import get_settings
@@ -21,7 +22,7 @@ dev_cluster_app = typer.Typer(
 def services_up() -> None:
     """Start the embedded PostgreSQL and the local Redis (each only when not configured elsewhere)."""
     settings = services.up(get_settings())
-    typer.echo(f"postgresql  {settings.database_url}")
+    typer.echo(f"postgresql  {dsn.redacted(settings.database_url or '')}  (passwords: tenantry db dsn)")
     typer.echo(f"redis       {settings.redis_url}")
 
 

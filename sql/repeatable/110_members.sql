@@ -113,7 +113,9 @@ BEGIN
 END
 $$;
 
--- Remove a member (or leave, for oneself); their sessions in the tenant end with it.
+-- Remove a member (or leave, for oneself); their sessions in the tenant end with it
+-- (foreign key cascade), their API keys are revoked (core.revoke_member_api_keys,
+-- 130_api_keys.sql) and their tasks unassigned (core.unassign_member_tasks, 210_tasks.sql).
 CREATE OR REPLACE FUNCTION api.remove_member(p_tenant_id uuid, p_user_id uuid)
 RETURNS core.memberships
 LANGUAGE plpgsql

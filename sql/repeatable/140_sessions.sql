@@ -11,8 +11,16 @@
 -- accounts
 ----------------------------------------------------------------------------------------
 
--- Create a user (23505 on users_email_key if the email is taken, ignoring case).
-CREATE OR REPLACE FUNCTION core.create_user(p_email text, p_name text, p_password_hash text)
+-- (the signature before p_verified_at; core functions are replaced in place, so the old
+-- one would linger beside the new and make three-argument calls ambiguous)
+DROP FUNCTION IF EXISTS core.create_user(text, text, text);
+
+-- Create a user (23505 on users_email_key if the email is taken, ignoring case), with a
+-- verified address when p_verified_at is given (an accepted invitation proved it). A
+-- NULL email: an account waiting for the address it claimed (170_verification.sql).
+CREATE OR REPLACE FUNCTION core.create_user(
+    p_email text, p_name text, p_password_hash text, p_verified_at timestamptz DEFAULT NULL
+)
 RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -20,7 +28,8 @@ AS $$
 DECLARE
     v_user_id uuid;
 BEGIN
-    INSERT INTO core.users (email, name, password_hash) VALUES (p_email, p_name, p_password_hash)
+    INSERT INTO core.users (email, name, password_hash, email_verified_at)
+    VALUES (p_email, p_name, p_password_hash, p_verified_at)
     RETURNING user_id INTO v_user_id;
     RETURN v_user_id;
 EXCEPTION WHEN unique_violation THEN
@@ -39,76 +48,211 @@ CREATE OR REPLACE TRIGGER touch_updated_at
 -- sign-up and login
 ----------------------------------------------------------------------------------------
 
--- Sign up: a new user, a new tenant, and the user as its owner.
+-- Sign up: a new user, a new tenant on the free plan (paid plans come from billing or a
+-- platform administrator, never from the sign-up form), and the user as its owner. The
+-- account starts unverified: a verify_email mail with a single-use token is queued for
+-- p_verification_token (made by the API). An address held by a verified account is
+-- taken (23505 users_email_key); one held by an unverified account is claimed: the new
+-- account has no address until it verifies, and then replaces the holder
+-- (170_verification.sql), so a squatter cannot block the address's owner.
 CREATE OR REPLACE FUNCTION auth.sign_up(
-    p_email text, p_name text, p_password_hash text, p_slug text, p_tenant_name text, p_plan_id text DEFAULT 'free'
+    p_email text, p_name text, p_password_hash text, p_slug text, p_tenant_name text, p_verification_token text
 )
-RETURNS TABLE (user_id uuid, tenant_id uuid)
+RETURNS TABLE (user_id uuid, tenant_id uuid, email_verified boolean)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tenant core.tenants;
+    v_holder core.users;
 BEGIN
-    user_id := core.create_user(p_email, p_name, p_password_hash);
-    v_tenant := core.create_tenant(p_slug, p_tenant_name, p_plan_id);
+    SELECT * INTO v_holder FROM core.users AS u WHERE lower(u.email) = lower(p_email);
+    IF v_holder.email_verified_at IS NOT NULL THEN
+        RAISE EXCEPTION 'an account with the email "%" exists', p_email USING
+            ERRCODE = '23505', CONSTRAINT = 'users_email_key', COLUMN = 'email',
+            HINT = 'Log in instead, or use another email.';
+    END IF;
+    user_id := core.create_user(CASE WHEN v_holder.user_id IS NULL THEN p_email END, p_name, p_password_hash);
+    v_tenant := core.create_tenant(p_slug, p_tenant_name, 'free');
     tenant_id := v_tenant.tenant_id;
     INSERT INTO core.memberships (tenant_id, user_id, role) VALUES (tenant_id, user_id, 'owner');
+    PERFORM core.issue_email_verification(user_id, p_email, p_name, p_verification_token);
+    email_verified := false;
     RETURN NEXT;
 END
 $$;
 
--- Step 1 of a login: the user's password hash, unless the account is locked (then the
--- hash is withheld and locked_for_seconds says for how long). No row: unknown email.
-CREATE OR REPLACE FUNCTION auth.begin_login(p_email text)
-RETURNS TABLE (user_id uuid, password_hash text, status text, locked_for_seconds integer)
-LANGUAGE sql STABLE SECURITY DEFINER
+----------------------------------------------------------------------------------------
+-- lockout
+----------------------------------------------------------------------------------------
+
+-- Failed logins are counted in core.login_failures (distributed on the account, not in
+-- the reference table core.users: docs/citus.md, fact 21) under a hash of the email, so
+-- an unknown email is counted, locked and answered exactly like a known one:
+--   * 5 failures from one client within 15 minutes lock the account FOR THAT CLIENT for
+--     15 minutes: there even the right password is refused (429 account_locked).
+--   * Other clients are not locked: an attacker without the password cannot lock the
+--     owner out. But 50 failures from all clients within 15 minutes put the account
+--     under attack for 15 minutes (the '*' row's locked_until): then a client's first
+--     failure locks it. The right password from a client that has not failed still works.
+--   * A success from a client clears that client's failures (not the account's).
+-- A client is its address as the API resolved it (trusted proxies), an IPv6 client its
+-- /64 (one host holds a whole /64).
+
+-- The key of an email in core.login_failures: SHA-256 (hex) of the lower-cased address.
+CREATE OR REPLACE FUNCTION core.login_account(p_email text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT encode(sha256(convert_to(lower(COALESCE(p_email, '')), 'UTF8')), 'hex') $$;
+
+-- The key of a client in core.login_failures: its address, an IPv6 address's /64.
+CREATE OR REPLACE FUNCTION core.login_client(p_client inet)
+RETURNS text
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT u.user_id,
-           CASE WHEN u.locked_until > now() THEN NULL ELSE u.password_hash END,
-           u.status,
-           GREATEST(0, ceil(extract(epoch FROM u.locked_until - now())))::integer
-      FROM core.users AS u
-     WHERE lower(u.email) = lower(p_email)
+    SELECT CASE WHEN p_client IS NULL THEN 'unknown'
+                WHEN family(p_client) = 6 THEN network(set_masklen(p_client, 64))::text
+                ELSE host(p_client) END
 $$;
 
--- Step 2 of a failed login: count the failure; the 5th failure within 15 minutes locks
--- the account for 15 minutes. Returns the seconds the account is now locked for (0: not).
-CREATE OR REPLACE FUNCTION auth.record_login_failure(p_user_id uuid)
+-- Step 1 of a login: the user's password hash, unless the account is locked for this
+-- client (then the hash is withheld and locked_for_seconds says for how long). Always
+-- one row: an unknown email has no user_id and no hash (the API verifies the password
+-- against a dummy hash, so both cost the same time) and is locked just the same.
+CREATE OR REPLACE FUNCTION auth.begin_login(p_email text, p_client inet DEFAULT NULL)
+RETURNS TABLE (user_id uuid, password_hash text, status text, locked_for_seconds integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- computed first: the lookup is a router query on a plain value (the account's shard)
+    v_account text := core.login_account(p_email);
+    v_client text := core.login_client(p_client);
+    v_locked_until timestamptz;
+BEGIN
+    SELECT f.locked_until INTO v_locked_until FROM core.login_failures AS f
+     WHERE f.account = v_account AND f.client = v_client;
+    locked_for_seconds := COALESCE(GREATEST(0, ceil(extract(epoch FROM v_locked_until - now())))::integer, 0);
+    SELECT u.user_id, u.password_hash, u.status INTO user_id, password_hash, status
+      FROM core.users AS u
+     WHERE lower(u.email) = lower(p_email);
+    IF locked_for_seconds > 0 THEN
+        password_hash := NULL;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+-- Step 2 of a failed login (known email or not): count the failure for the account and
+-- for this client, and lock the account for this client at its limit (see above).
+-- Returns the seconds the account is now locked for, for this client (0: not).
+CREATE OR REPLACE FUNCTION auth.record_login_failure(p_email text, p_client inet DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_user core.users;
-    -- computed here, not in the UPDATE: Citus allows no now() inside CASE in a modification
-    -- (docs/citus.md, fact 14)
+    v_account text := core.login_account(p_email);
+    v_client text := core.login_client(p_client);
+    -- computed here, not in the statements: Citus allows no now() inside CASE in a
+    -- modification (docs/citus.md, fact 14)
     v_now timestamptz := now();
     v_window_start timestamptz := now() - interval '15 minutes';
+    v_lock_until timestamptz := now() + interval '15 minutes';
+    v_all core.login_failures;
+    v_here core.login_failures;
+    v_allowed integer := 5;
+    v_user_id uuid;
 BEGIN
-    UPDATE core.users SET
-        failed_logins   = CASE WHEN first_failed_at > v_window_start THEN failed_logins + 1 ELSE 1 END,
-        first_failed_at = CASE WHEN first_failed_at > v_window_start THEN first_failed_at ELSE v_now END
-     WHERE user_id = p_user_id
-    RETURNING * INTO v_user;
-    PERFORM core.on_auth_event('login_failed', p_user_id, NULL, jsonb_build_object('failures', v_user.failed_logins));
-    IF v_user.failed_logins >= 5 THEN
-        UPDATE core.users SET locked_until = now() + interval '15 minutes', failed_logins = 0, first_failed_at = NULL
-         WHERE user_id = p_user_id;
-        PERFORM core.on_auth_event('account_locked', p_user_id, NULL, '{}');
+    -- the account, from every client; then from this one (one shard: the account's)
+    INSERT INTO core.login_failures AS f (account, client, failures, window_start)
+    VALUES (v_account, '*', 1, v_now)
+    ON CONFLICT (account, client) DO UPDATE SET
+        failures     = CASE WHEN f.window_start > v_window_start THEN f.failures + 1 ELSE 1 END,
+        window_start = CASE WHEN f.window_start > v_window_start THEN f.window_start ELSE v_now END
+    RETURNING * INTO v_all;
+    INSERT INTO core.login_failures AS f (account, client, failures, window_start)
+    VALUES (v_account, v_client, 1, v_now)
+    ON CONFLICT (account, client) DO UPDATE SET
+        failures     = CASE WHEN f.window_start > v_window_start THEN f.failures + 1 ELSE 1 END,
+        window_start = CASE WHEN f.window_start > v_window_start THEN f.window_start ELSE v_now END
+    RETURNING * INTO v_here;
+    SELECT u.user_id INTO v_user_id FROM core.users AS u WHERE lower(u.email) = lower(p_email);
+    IF v_user_id IS NOT NULL THEN
+        PERFORM core.on_auth_event('login_failed', v_user_id, NULL, jsonb_build_object(
+            'failures', v_here.failures, 'account_failures', v_all.failures, 'client', v_client));
+    END IF;
+    IF v_all.failures >= 50 THEN
+        -- under attack from many clients: for the next 15 minutes, one failure locks a client
+        UPDATE core.login_failures SET locked_until = v_lock_until, failures = 0, window_start = v_now
+         WHERE account = v_account AND client = '*';
+        v_all.locked_until := v_lock_until;
+        IF v_user_id IS NOT NULL THEN
+            PERFORM core.on_auth_event('account_under_attack', v_user_id, NULL, '{}');
+        END IF;
+    END IF;
+    IF v_all.locked_until > v_now THEN
+        v_allowed := 1;
+    END IF;
+    IF v_here.failures >= v_allowed THEN
+        UPDATE core.login_failures SET locked_until = v_lock_until, failures = 0, window_start = v_now
+         WHERE account = v_account AND client = v_client;
+        IF v_user_id IS NOT NULL THEN
+            PERFORM core.on_auth_event('account_locked', v_user_id, NULL, jsonb_build_object('client', v_client));
+        END IF;
         RETURN 15 * 60;
     END IF;
     RETURN 0;
 END
 $$;
 
+-- Step 3 of a successful login: this client's failures are forgiven (the account's
+-- count from every client stays: it measures an attack, which one success does not end).
+CREATE OR REPLACE FUNCTION auth.record_login_success(p_email text, p_client inet DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_account text := core.login_account(p_email);
+    v_client text := core.login_client(p_client);
+BEGIN
+    DELETE FROM core.login_failures WHERE account = v_account AND client = v_client;
+END
+$$;
+
+-- For a job: forget failures whose window and lock ended more than p_age ago (the rows
+-- of emails nobody tries again). Returns how many rows went.
+CREATE OR REPLACE FUNCTION ops.purge_login_failures(p_age interval DEFAULT '1 day')
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_before timestamptz := now() - interval '15 minutes' - p_age;
+    v_count integer;
+BEGIN
+    DELETE FROM core.login_failures
+     WHERE window_start < v_before AND (locked_until IS NULL OR locked_until < v_before);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
 -- Step 2 of a successful login (and of switching tenant): open a session in p_tenant_id
 -- (NULL: the user's first tenant) with its first refresh token. TA002 if the user is not
 -- a member there, TA001 if locked or disabled, TN002 if the tenant is deleted.
+-- The session's limits are fixed now (0005_accounts.up.sql): it ends after
+-- p_idle_timeout without a request or refresh, p_max_lifetime after now whatever the
+-- activity, or p_refresh_lifetime after its last refresh, whichever comes first; its
+-- expires_at is always the earliest of the three (22023 for a limit that is not positive).
 CREATE OR REPLACE FUNCTION auth.open_session(
     p_user_id uuid, p_tenant_id uuid, p_refresh_hash bytea,
-    p_user_agent text DEFAULT NULL, p_ip inet DEFAULT NULL, p_lifetime interval DEFAULT '30 days'
+    p_user_agent text DEFAULT NULL, p_ip inet DEFAULT NULL,
+    p_refresh_lifetime interval DEFAULT '7 days', p_idle_timeout interval DEFAULT '30 minutes',
+    p_max_lifetime interval DEFAULT '10 hours'
 )
 RETURNS TABLE (session_id uuid, tenant_id uuid, role text, scopes text[], is_platform_admin boolean,
                expires_at timestamptz)
@@ -117,7 +261,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_user core.users;
+    v_now timestamptz := now();
 BEGIN
+    IF NOT (p_refresh_lifetime > interval '0' AND p_idle_timeout > interval '0' AND p_max_lifetime > interval '0') THEN
+        RAISE EXCEPTION 'session limits must be positive intervals' USING ERRCODE = '22023';
+    END IF;
     SELECT * INTO v_user FROM core.users AS u WHERE u.user_id = p_user_id;
     IF NOT FOUND OR v_user.status <> 'active' OR v_user.locked_until > now() THEN
         RAISE EXCEPTION 'this account cannot log in now' USING ERRCODE = 'TA001';
@@ -138,8 +286,12 @@ BEGIN
     IF tenant_id IS NULL THEN
         RAISE EXCEPTION 'the user is not a member of that tenant' USING ERRCODE = 'TA002';
     END IF;
-    INSERT INTO core.sessions (tenant_id, user_id, expires_at, user_agent, ip)
-    VALUES (tenant_id, p_user_id, now() + p_lifetime, left(p_user_agent, 500), p_ip)
+    INSERT INTO core.sessions (tenant_id, user_id, last_seen_at, idle_timeout, absolute_expires_at,
+                               refresh_expires_at, expires_at, user_agent, ip)
+    VALUES (tenant_id, p_user_id, v_now, p_idle_timeout, v_now + p_max_lifetime,
+            v_now + p_refresh_lifetime,
+            LEAST(v_now + p_max_lifetime, v_now + p_refresh_lifetime, v_now + p_idle_timeout),
+            left(p_user_agent, 500), p_ip)
     RETURNING sessions.session_id, sessions.expires_at INTO session_id, expires_at;
     INSERT INTO core.refresh_tokens (tenant_id, token_hash, session_id)
     VALUES (tenant_id, p_refresh_hash, session_id);
@@ -154,9 +306,13 @@ $$;
 ----------------------------------------------------------------------------------------
 
 -- Rotate a refresh token. Outcomes: ok (p_new_hash is now the session's token),
--- invalid (unknown token), revoked (also: the account is no longer active), expired,
--- reused (a used token: the whole session is revoked now; commit, then refuse).
-CREATE OR REPLACE FUNCTION auth.refresh_session(p_tenant_id uuid, p_token_hash bytea, p_new_hash bytea)
+-- invalid (unknown token), revoked (also: the account is no longer active), expired
+-- (idle too long, past its maximum, or its refresh token too old), reused (a used
+-- token: the whole session is revoked now; commit, then refuse). A refresh is activity:
+-- the idle limit starts again, and the new token lives p_refresh_lifetime, never past
+-- the session's absolute maximum.
+CREATE OR REPLACE FUNCTION auth.refresh_session(p_tenant_id uuid, p_token_hash bytea, p_new_hash bytea,
+                                                p_refresh_lifetime interval DEFAULT '7 days')
 RETURNS TABLE (outcome text, session_id uuid, user_id uuid, role text, scopes text[],
                is_platform_admin boolean, expires_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -165,7 +321,11 @@ AS $$
 DECLARE
     v_token core.refresh_tokens;
     v_session core.sessions;
+    v_now timestamptz := now();
 BEGIN
+    IF NOT p_refresh_lifetime > interval '0' THEN
+        RAISE EXCEPTION 'the refresh lifetime must be a positive interval' USING ERRCODE = '22023';
+    END IF;
     SELECT * INTO v_token FROM core.refresh_tokens AS r
      WHERE r.tenant_id = p_tenant_id AND r.token_hash = p_token_hash
        FOR UPDATE;
@@ -201,8 +361,15 @@ BEGIN
      WHERE r.tenant_id = p_tenant_id AND r.token_hash = p_token_hash;
     INSERT INTO core.refresh_tokens (tenant_id, token_hash, session_id)
     VALUES (p_tenant_id, p_new_hash, v_session.session_id);
-    UPDATE core.sessions AS s SET last_refreshed_at = now()
-     WHERE s.tenant_id = p_tenant_id AND s.session_id = v_session.session_id;
+    -- (LEAST over variables and columns: Citus allows no now() inside CASE/COALESCE in a
+    -- modification, docs/citus.md, fact 14)
+    UPDATE core.sessions AS s SET
+        last_refreshed_at  = v_now,
+        last_seen_at       = v_now,
+        refresh_expires_at = v_now + p_refresh_lifetime,
+        expires_at         = LEAST(s.absolute_expires_at, v_now + p_refresh_lifetime, v_now + s.idle_timeout)
+     WHERE s.tenant_id = p_tenant_id AND s.session_id = v_session.session_id
+    RETURNING s.expires_at INTO v_session.expires_at;
     SELECT m.role INTO role FROM core.memberships AS m
      WHERE m.tenant_id = p_tenant_id AND m.user_id = v_session.user_id;
     SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = refresh_session.role;
@@ -213,72 +380,150 @@ BEGIN
 END
 $$;
 
--- Every request with an access token: its session must be live (TA005 otherwise), and
--- the role and scopes returned are the current ones, not those in the token.
-CREATE OR REPLACE FUNCTION auth.check_session(p_tenant_id uuid, p_session_id uuid, p_user_id uuid)
-RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- A session in use (a request with its access token): its idle limit starts again, and
+-- expires_at follows (the earliest of the three limits, 0005_accounts.up.sql). Written at
+-- most once a minute per session, so a busy client costs one small write a minute, not
+-- one per request (core.sessions is distributed: docs/citus.md, fact 21).
+CREATE OR REPLACE FUNCTION core.touch_session(p_tenant_id uuid, p_session_id uuid)
+RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_now timestamptz := now();  -- a variable: no now() inside LEAST in a modification (fact 14)
 BEGIN
-    SELECT m.role, u.is_platform_admin INTO role, is_platform_admin
-      FROM core.sessions AS s
-      JOIN core.memberships AS m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
-      JOIN core.users AS u ON u.user_id = s.user_id
-     WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id AND s.user_id = p_user_id
-       AND s.revoked_at IS NULL AND s.expires_at > now() AND u.status = 'active';
-    IF NOT FOUND THEN
+    UPDATE core.sessions AS s SET
+        last_seen_at = v_now,
+        expires_at   = LEAST(s.absolute_expires_at, s.refresh_expires_at, v_now + s.idle_timeout)
+     WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id
+       AND s.revoked_at IS NULL AND s.last_seen_at < v_now - interval '1 minute';
+END
+$$;
+
+-- The session of the transaction's context: app.tenant_id, app.session_id and
+-- app.actor_id (actor type 'user'), set by the API from a verified access token. It must
+-- be live, of an active user who is still a member of its tenant (TA005 otherwise). The
+-- after-login auth.* functions below act for this session's user only and take no user
+-- id: to act as another user a caller would need a live session id of theirs, which only
+-- their tokens carry. With p_platform_admin, a platform administrator's request (actor
+-- type 'platform_admin', no tenant in the context) is accepted too: its session is found
+-- by id, in whichever tenant it is (on Citus a query of every shard, for admin calls only).
+-- 42501 for any other context. Not granted to any role: the definer functions call it.
+CREATE OR REPLACE FUNCTION core.context_session(p_platform_admin boolean DEFAULT false)
+RETURNS TABLE (tenant_id uuid, session_id uuid, user_id uuid, role text, is_platform_admin boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant_id uuid := core.current_tenant_id();
+    v_session_id uuid := core.current_session_id();
+    v_user_id uuid := core.current_actor_id();
+    v_actor_type text := core.current_actor_type();
+BEGIN
+    IF v_actor_type = 'user' AND v_tenant_id IS NOT NULL THEN
+        SELECT s.tenant_id, s.session_id, s.user_id, m.role, u.is_platform_admin
+          INTO tenant_id, session_id, user_id, role, is_platform_admin
+          FROM core.sessions AS s
+          JOIN core.memberships AS m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
+          JOIN core.users AS u ON u.user_id = s.user_id
+         WHERE s.tenant_id = v_tenant_id AND s.session_id = v_session_id AND s.user_id = v_user_id
+           AND s.revoked_at IS NULL AND s.expires_at > now() AND u.status = 'active';
+    ELSIF v_actor_type = 'platform_admin' AND p_platform_admin AND v_tenant_id IS NULL THEN
+        SELECT s.tenant_id, s.session_id, s.user_id, m.role, u.is_platform_admin
+          INTO tenant_id, session_id, user_id, role, is_platform_admin
+          FROM core.sessions AS s
+          JOIN core.memberships AS m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
+          JOIN core.users AS u ON u.user_id = s.user_id
+         WHERE s.session_id = v_session_id AND s.user_id = v_user_id
+           AND s.revoked_at IS NULL AND s.expires_at > now() AND u.status = 'active';
+    ELSE
+        RAISE EXCEPTION 'this call acts for the user of the transaction''s session, and there is none' USING
+            ERRCODE = '42501',
+            HINT = 'SET LOCAL app.actor_type = ''user'', app.tenant_id, app.actor_id and app.session_id.';
+    END IF;
+    IF session_id IS NULL THEN
         RAISE EXCEPTION 'the session has ended' USING
             ERRCODE = 'TA005', HINT = 'Log in again.';
     END IF;
-    SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = check_session.role;
-    requests_per_minute := core.plan_requests_per_minute(p_tenant_id);
     RETURN NEXT;
 END
 $$;
 
--- Revoke one session of a user (logout, or from the session list). False if none.
-CREATE OR REPLACE FUNCTION auth.revoke_session(p_user_id uuid, p_tenant_id uuid, p_session_id uuid,
-                                               p_reason text DEFAULT 'revoked')
+-- Every request with an access token: the context's session must be live (TA005
+-- otherwise), and the role and scopes returned are the current ones, not those in the
+-- token. The API's pipeline sets the context from the verified token first.
+CREATE OR REPLACE FUNCTION auth.check_session()
+RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer)
+LANGUAGE plpgsql SECURITY DEFINER  -- not STABLE: it records the session's use (core.touch_session)
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_session record;
+BEGIN
+    SELECT * INTO v_session FROM core.context_session(true);
+    role := v_session.role;
+    is_platform_admin := v_session.is_platform_admin;
+    PERFORM core.touch_session(v_session.tenant_id, v_session.session_id);  -- in use: the idle limit starts again
+    SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = v_session.role;
+    requests_per_minute := core.plan_requests_per_minute(v_session.tenant_id);
+    RETURN NEXT;
+END
+$$;
+
+-- Revoke one session of the context's user, in any of their tenants (logout, or from the
+-- session list). False if they have no such live session.
+CREATE OR REPLACE FUNCTION auth.revoke_session(p_tenant_id uuid, p_session_id uuid, p_reason text DEFAULT 'revoked')
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_user_id uuid;
 BEGIN
+    SELECT c.user_id INTO v_user_id FROM core.context_session() AS c;
     UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = p_reason
-     WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id AND s.user_id = p_user_id
+     WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id AND s.user_id = v_user_id
        AND s.revoked_at IS NULL;
     RETURN FOUND;
 END
 $$;
 
--- Revoke every live session of a user, in every tenant. Returns how many.
-CREATE OR REPLACE FUNCTION auth.revoke_all_sessions(p_user_id uuid)
+-- Revoke every live session of the context's user, in every tenant (this one included).
+-- Returns how many.
+CREATE OR REPLACE FUNCTION auth.revoke_all_sessions()
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_user_id uuid;
     v_count integer;
 BEGIN
+    SELECT c.user_id INTO v_user_id FROM core.context_session() AS c;
     UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = 'revoked_all'
-     WHERE s.user_id = p_user_id AND s.revoked_at IS NULL;
+     WHERE s.user_id = v_user_id AND s.revoked_at IS NULL;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END
 $$;
 
--- The live sessions of a user, in every tenant, newest first.
-CREATE OR REPLACE FUNCTION auth.list_sessions(p_user_id uuid)
+-- The live sessions of the context's user, in every tenant, newest first.
+CREATE OR REPLACE FUNCTION auth.list_sessions()
 RETURNS TABLE (tenant_id uuid, session_id uuid, created_at timestamptz, last_refreshed_at timestamptz,
                expires_at timestamptz, user_agent text, ip inet)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_user_id uuid;
+BEGIN
+    SELECT c.user_id INTO v_user_id FROM core.context_session() AS c;
+    RETURN QUERY
     SELECT s.tenant_id, s.session_id, s.created_at, s.last_refreshed_at, s.expires_at, s.user_agent, s.ip
       FROM core.sessions AS s
-     WHERE s.user_id = p_user_id AND s.revoked_at IS NULL AND s.expires_at > now()
-     ORDER BY s.created_at DESC
+     WHERE s.user_id = v_user_id AND s.revoked_at IS NULL AND s.expires_at > now()
+     ORDER BY s.created_at DESC;
+END
 $$;
 
 ----------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 -- not found (including another tenant's task or project), 22023 bad field, 23514 a
 -- value out of range (status, priority, title length), TN010 a deleted project: no live
 -- task may belong to one (soft-deleting a project soft-deletes its tasks,
--- 200_projects.sql).
+-- 200_projects.sql). The assignee is a member of the task's tenant (the foreign key
+-- tasks_assignee_member_fkey, 23503 otherwise, another tenant's user included); a member
+-- who leaves is unassigned from the tenant's tasks.
 
 ----------------------------------------------------------------------------------------
 -- tasks
@@ -195,6 +197,31 @@ $$;
 CREATE OR REPLACE TRIGGER guard_task_project_live
     BEFORE INSERT OR UPDATE OF project_id, deleted_at ON core.tasks
     FOR EACH ROW EXECUTE FUNCTION core.guard_task_project_live();
+
+----------------------------------------------------------------------------------------
+-- assignees
+----------------------------------------------------------------------------------------
+
+-- Row trigger on core.memberships: a leaving member's tasks in the tenant (deleted ones
+-- too) become unassigned, before the row goes (the foreign key from core.tasks is
+-- checked at the end of the DELETE). Not ON DELETE SET NULL (assignee_id): Citus refuses
+-- SET NULL on a foreign key that includes the distribution column (docs/citus.md,
+-- fact 23). Invoker rights: the api role changes its own tenant's tasks through RLS.
+CREATE OR REPLACE FUNCTION core.unassign_member_tasks()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE core.tasks SET assignee_id = NULL
+     WHERE tenant_id = OLD.tenant_id AND assignee_id = OLD.user_id;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER unassign_member_tasks
+    BEFORE DELETE ON core.memberships
+    FOR EACH ROW EXECUTE FUNCTION core.unassign_member_tasks();
 
 ----------------------------------------------------------------------------------------
 -- tenant status and timestamps

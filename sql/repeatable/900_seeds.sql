@@ -25,6 +25,7 @@ ON CONFLICT (plan_id) DO UPDATE SET
 
 INSERT INTO core.scopes (scope, description) VALUES
     ('tenant:read',    'Read the tenant''s own record and plan'),
+    ('tenant:manage',  'Change the tenant''s name and settings'),
     ('projects:read',  'Read projects and tasks'),
     ('projects:write', 'Create, change and delete projects and tasks'),
     ('members:read',   'List members and invitations'),
