@@ -183,6 +183,8 @@ class Pipeline:
                 transaction.__exit__(None, None, None)
             else:
                 transaction.__exit__(psycopg.Rollback, psycopg.Rollback(), None)
+            if getattr(req.context, "touch_session", False):
+                self._touch_session(req)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -205,6 +207,17 @@ class Pipeline:
         transaction = self.db.transaction(context)
         req.context.conn = transaction.__enter__()
         req.context.transaction = transaction
+        req.context.db_context = context
+
+    def _touch_session(self, req: falcon.Request) -> None:
+        """Record that the session is in use (its idle limit starts again), in a short
+        transaction of its own once the request's has ended: at most once a minute per
+        session (auth.check_session says when). A failure here never fails the request."""
+        try:
+            with self.db.transaction(req.context.db_context) as conn:
+                conn.execute("SELECT auth.touch_session()")
+        except psycopg.Error:
+            log.warning("could not record the session's use", extra={"request_id": req.context.request_id})
 
     @staticmethod
     def _responder(req: falcon.Request, resource: Any) -> Any:
@@ -273,7 +286,7 @@ class Pipeline:
     def _check_session(self, req: falcon.Request, principal: Principal) -> None:
         try:
             row = req.context.conn.execute(  # the session of the transaction's context (_begin)
-                "SELECT role, scopes, is_platform_admin, requests_per_minute FROM auth.check_session()"
+                "SELECT role, scopes, is_platform_admin, requests_per_minute, touch_due FROM auth.check_session()"
             ).fetchone()
         except psycopg.Error as exc:
             if exc.sqlstate == db_errors.SESSION_REVOKED.sqlstate:
@@ -282,6 +295,7 @@ class Pipeline:
         principal.role, principal.scopes = row["role"], list(row["scopes"] or [])
         principal.is_platform_admin = row["is_platform_admin"]
         principal.requests_per_minute = row["requests_per_minute"]
+        req.context.touch_session = bool(row["touch_due"])
         if (
             getattr(req.context, "operation", None)
             and req.context.operation.auth == "admin"

@@ -45,6 +45,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ops TO tenantry_worker;
 GRANT USAGE ON SCHEMA admin, auth TO tenantry_platform_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA admin TO tenantry_platform_admin;
 GRANT EXECUTE ON FUNCTION auth.check_session() TO tenantry_platform_admin;
+GRANT EXECUTE ON FUNCTION auth.touch_session() TO tenantry_platform_admin;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_analyst: the analytics views only

@@ -50,12 +50,19 @@ def session_of(access_token: str) -> str:
 
 def travel(owner: psycopg.Connection, session_id: str, **delta: float) -> None:
     """Let `delta` (minutes=…, hours=…) pass for a session: all its timestamps move back."""
+    # in UTC timestamps: Citus refuses the STABLE timestamptz - interval over a column in an
+    # UPDATE of a distributed table (docs/citus.md, fact 14)
+    columns = (
+        "created_at",
+        "last_refreshed_at",
+        "last_seen_at",
+        "expires_at",
+        "absolute_expires_at",
+        "refresh_expires_at",
+    )
+    moves = ", ".join(f"{c} = (({c} AT TIME ZONE 'UTC') - %(d)s) AT TIME ZONE 'UTC'" for c in columns)
     owner.execute(
-        """UPDATE core.sessions SET
-               created_at = created_at - %(d)s, last_refreshed_at = last_refreshed_at - %(d)s,
-               last_seen_at = last_seen_at - %(d)s, expires_at = expires_at - %(d)s,
-               absolute_expires_at = absolute_expires_at - %(d)s, refresh_expires_at = refresh_expires_at - %(d)s
-         WHERE session_id = %(s)s""",
+        f"UPDATE core.sessions SET {moves} WHERE session_id = %(s)s",
         {"d": dt.timedelta(**delta), "s": session_id},
     )
 
@@ -155,8 +162,10 @@ def test_an_expired_reset_token_is_refused(http, sign_up, mailbox, deliver, owne
     deliver()
     [message] = reset_mails(mailbox, account.email)
     owner.execute(
-        "UPDATE core.password_resets SET created_at = created_at - interval '31 minutes',"
-        " expires_at = expires_at - interval '31 minutes' WHERE user_id = %s",
+        "UPDATE core.password_resets SET"  # in UTC: see travel()
+        " created_at = ((created_at AT TIME ZONE 'UTC') - interval '31 minutes') AT TIME ZONE 'UTC',"
+        " expires_at = ((expires_at AT TIME ZONE 'UTC') - interval '31 minutes') AT TIME ZONE 'UTC'"
+        " WHERE user_id = %s",
         (account.user_id,),
     )
     problem(confirm(http, token_in(message, "prt_"), "too late for this"), 410, "reset_token_expired")

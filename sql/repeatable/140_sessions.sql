@@ -362,12 +362,14 @@ BEGIN
     INSERT INTO core.refresh_tokens (tenant_id, token_hash, session_id)
     VALUES (p_tenant_id, p_new_hash, v_session.session_id);
     -- (LEAST over variables and columns: Citus allows no now() inside CASE/COALESCE in a
-    -- modification, docs/citus.md, fact 14)
+    -- modification, docs/citus.md, fact 14; and no STABLE timestamptz + interval over a
+    -- column, hence the sum in UTC)
     UPDATE core.sessions AS s SET
         last_refreshed_at  = v_now,
         last_seen_at       = v_now,
         refresh_expires_at = v_now + p_refresh_lifetime,
-        expires_at         = LEAST(s.absolute_expires_at, v_now + p_refresh_lifetime, v_now + s.idle_timeout)
+        expires_at         = LEAST(s.absolute_expires_at, v_now + p_refresh_lifetime,
+                                   ((v_now AT TIME ZONE 'UTC') + s.idle_timeout) AT TIME ZONE 'UTC')
      WHERE s.tenant_id = p_tenant_id AND s.session_id = v_session.session_id
     RETURNING s.expires_at INTO v_session.expires_at;
     SELECT m.role INTO role FROM core.memberships AS m
@@ -394,7 +396,10 @@ DECLARE
 BEGIN
     UPDATE core.sessions AS s SET
         last_seen_at = v_now,
-        expires_at   = LEAST(s.absolute_expires_at, s.refresh_expires_at, v_now + s.idle_timeout)
+        -- timestamptz + interval is STABLE, and Citus refuses STABLE functions over columns
+        -- in an UPDATE of a distributed table: the sum is done in UTC (IMMUTABLE, exact)
+        expires_at   = LEAST(s.absolute_expires_at, s.refresh_expires_at,
+                             ((v_now AT TIME ZONE 'UTC') + s.idle_timeout) AT TIME ZONE 'UTC')
      WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id
        AND s.revoked_at IS NULL AND s.last_seen_at < v_now - interval '1 minute';
 END
@@ -452,9 +457,15 @@ $$;
 -- Every request with an access token: the context's session must be live (TA005
 -- otherwise), and the role and scopes returned are the current ones, not those in the
 -- token. The API's pipeline sets the context from the verified token first.
+--
+-- It only reads: recording the session's use (auth.touch_session) is a separate, short
+-- transaction the API runs after the request when touch_due says so (once a minute at
+-- most). On Citus a definer-rights write here would make the request's own reads of the
+-- tenant's shards fail ("placements modified by a different user", docs/citus.md, fact 16).
 CREATE OR REPLACE FUNCTION auth.check_session()
-RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer)
-LANGUAGE plpgsql SECURITY DEFINER  -- not STABLE: it records the session's use (core.touch_session)
+RETURNS TABLE (role text, scopes text[], is_platform_admin boolean, requests_per_minute integer,
+               touch_due boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -463,10 +474,27 @@ BEGIN
     SELECT * INTO v_session FROM core.context_session(true);
     role := v_session.role;
     is_platform_admin := v_session.is_platform_admin;
-    PERFORM core.touch_session(v_session.tenant_id, v_session.session_id);  -- in use: the idle limit starts again
+    SELECT s.last_seen_at < now() - interval '1 minute' INTO touch_due
+      FROM core.sessions AS s
+     WHERE s.tenant_id = v_session.tenant_id AND s.session_id = v_session.session_id;
     SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = v_session.role;
     requests_per_minute := core.plan_requests_per_minute(v_session.tenant_id);
     RETURN NEXT;
+END
+$$;
+
+-- The context's session is in use: its idle limit starts again (core.touch_session, at
+-- most one write a minute). Its own transaction, after the request's (see check_session).
+CREATE OR REPLACE FUNCTION auth.touch_session()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_session record;
+BEGIN
+    SELECT * INTO v_session FROM core.context_session(true);
+    PERFORM core.touch_session(v_session.tenant_id, v_session.session_id);
 END
 $$;
 

@@ -44,13 +44,17 @@ ALTER TABLE core.sessions ADD COLUMN refresh_expires_at timestamptz;
 -- security lifted while it runs: FORCE would hide every row from an owner that is not a
 -- superuser; `tenantry db migrate` forces it again, policies/core_sessions.sql.)
 ALTER TABLE core.sessions NO FORCE ROW LEVEL SECURITY;
+-- (timestamptz + interval is STABLE, and Citus refuses STABLE functions over columns in
+-- an UPDATE of a distributed table: the sums are done in UTC timestamps, which is
+-- IMMUTABLE and exact for these fixed-length intervals; docs/citus.md, fact 14)
 UPDATE core.sessions SET
     last_seen_at = last_refreshed_at,
     idle_timeout = interval '30 minutes',
-    absolute_expires_at = LEAST(expires_at, created_at + interval '10 hours'),
+    absolute_expires_at = LEAST(expires_at, ((created_at AT TIME ZONE 'UTC') + interval '10 hours') AT TIME ZONE 'UTC'),
     refresh_expires_at = expires_at;
 UPDATE core.sessions SET
-    expires_at = LEAST(absolute_expires_at, refresh_expires_at, last_seen_at + idle_timeout);
+    expires_at = LEAST(absolute_expires_at, refresh_expires_at,
+                       ((last_seen_at AT TIME ZONE 'UTC') + idle_timeout) AT TIME ZONE 'UTC');
 ALTER TABLE core.sessions FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE core.sessions ALTER COLUMN last_seen_at SET DEFAULT now();
