@@ -147,6 +147,12 @@ def downgrade(url: str, target: str = "-1") -> None:
     """Run the down files of the revisions above `target` ('base': remove everything)."""
     cfg = alembic_config()
     with _connect(url) as conn, conn.begin():
+        raw = _driver(conn)
+        if scalar(raw, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
+            # down files drop constraints on distributed tables, then fix rows of reference
+            # tables (core.users) in the same transaction: Citus refuses that after parallel
+            # DDL ("parallel DDL access ... in the same transaction"), so go shard by shard
+            raw.execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, target)
 
