@@ -145,6 +145,24 @@ BEGIN
 END
 $$;
 
+-- One more failure for (account, client) in the window that started after
+-- p_window_start (a failure outside it starts a new window). Times are arguments: Citus
+-- allows no now() inside CASE in a modification (docs/citus.md, fact 14).
+CREATE OR REPLACE FUNCTION core.count_login_failure(
+    p_account text, p_client text, p_now timestamptz, p_window_start timestamptz
+)
+RETURNS core.login_failures
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO core.login_failures AS f (account, client, failures, window_start)
+    VALUES (p_account, p_client, 1, p_now)
+    ON CONFLICT (account, client) DO UPDATE SET
+        failures     = CASE WHEN f.window_start > p_window_start THEN f.failures + 1 ELSE 1 END,
+        window_start = CASE WHEN f.window_start > p_window_start THEN f.window_start ELSE p_now END
+    RETURNING *
+$$;
+
 -- Step 2 of a failed login (known email or not): count the failure for the account and
 -- for this client, and lock the account for this client at its limit (see above).
 -- Returns the seconds the account is now locked for, for this client (0: not).
@@ -156,9 +174,7 @@ AS $$
 DECLARE
     v_account text := core.login_account(p_email);
     v_client text := core.login_client(p_client);
-    -- computed here, not in the statements: Citus allows no now() inside CASE in a
-    -- modification (docs/citus.md, fact 14)
-    v_now timestamptz := now();
+    v_now timestamptz := now();  -- variables, not now() in the statements (fact 14)
     v_window_start timestamptz := now() - interval '15 minutes';
     v_lock_until timestamptz := now() + interval '15 minutes';
     v_all core.login_failures;
@@ -167,18 +183,8 @@ DECLARE
     v_user_id uuid;
 BEGIN
     -- the account, from every client; then from this one (one shard: the account's)
-    INSERT INTO core.login_failures AS f (account, client, failures, window_start)
-    VALUES (v_account, '*', 1, v_now)
-    ON CONFLICT (account, client) DO UPDATE SET
-        failures     = CASE WHEN f.window_start > v_window_start THEN f.failures + 1 ELSE 1 END,
-        window_start = CASE WHEN f.window_start > v_window_start THEN f.window_start ELSE v_now END
-    RETURNING * INTO v_all;
-    INSERT INTO core.login_failures AS f (account, client, failures, window_start)
-    VALUES (v_account, v_client, 1, v_now)
-    ON CONFLICT (account, client) DO UPDATE SET
-        failures     = CASE WHEN f.window_start > v_window_start THEN f.failures + 1 ELSE 1 END,
-        window_start = CASE WHEN f.window_start > v_window_start THEN f.window_start ELSE v_now END
-    RETURNING * INTO v_here;
+    v_all := core.count_login_failure(v_account, '*', v_now, v_window_start);
+    v_here := core.count_login_failure(v_account, v_client, v_now, v_window_start);
     SELECT u.user_id INTO v_user_id FROM core.users AS u WHERE lower(u.email) = lower(p_email);
     IF v_user_id IS NOT NULL THEN
         PERFORM core.on_auth_event('login_failed', v_user_id, NULL, jsonb_build_object(
