@@ -8,9 +8,10 @@ from typing import Any
 import falcon
 
 from api import encoding, errors, logs, openapi, ratelimit
+from api.metering import Meter
 from api.pipeline import Pipeline, RequestIdAndMetrics
 from api.ratelimit import RateLimiter
-from api.resources import access, account, admin, auth, ops, work
+from api.resources import access, account, admin, auth, ops, quotas, usage, work
 from api.resources.base import UUIDConverter
 from db.context import Database
 from db.settings import API_ROLE, Settings, get_settings
@@ -20,12 +21,12 @@ def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(dumps=encoding.dumps)
 
 
-def routes(db: Database, redis_client, settings: Settings) -> list[tuple[str, Any]]:
+def routes(db: Database, limiter: RateLimiter | None, settings: Settings) -> list[tuple[str, Any]]:
     """Every path the API serves, with its resource."""
     sessions = auth.Sessions(db, settings)
     return [
         ("/health", ops.HealthResource()),
-        ("/ready", ops.ReadyResource(db.pool(API_ROLE), redis_client)),
+        ("/ready", ops.ReadyResource(db, limiter)),
         ("/metrics", ops.MetricsResource(settings.metrics_token)),
         ("/v1/signup", auth.SignUpResource(sessions)),
         ("/v1/auth/login", auth.LoginResource(sessions)),
@@ -54,11 +55,24 @@ def routes(db: Database, redis_client, settings: Settings) -> list[tuple[str, An
         ("/v1/projects/{project_id:uuid}", work.ProjectResource()),
         ("/v1/tasks", work.TasksResource()),
         ("/v1/tasks/{task_id:uuid}", work.TaskResource()),
+        ("/v1/usage", usage.UsageResource()),  # the current billing period vs limits
+        ("/v1/usage/events", usage.UsageEventsResource()),
+        ("/v1/usage/history", usage.UsageHistoryResource()),
+        ("/v1/usage/metrics", usage.UsageMetricsResource()),
         ("/v1/admin/tenants", admin.AdminTenantsResource()),
         ("/v1/admin/tenants/{tenant_id:uuid}", admin.AdminTenantResource()),
         ("/v1/admin/tenants/{tenant_id:uuid}/suspend", admin.AdminTenantSuspendResource()),
         ("/v1/admin/tenants/{tenant_id:uuid}/reactivate", admin.AdminTenantReactivateResource()),
         ("/v1/admin/tenants/{tenant_id:uuid}/actions", admin.AdminTenantActionsResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/plan", quotas.AdminTenantPlanResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/quotas", quotas.AdminTenantQuotasResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/quotas/{resource}", quotas.AdminTenantQuotaResource()),
+        ("/v1/quotas", quotas.QuotasResource()),
+        ("/v1/quotas/reservations", quotas.ReservationsResource()),
+        ("/v1/quotas/reservations/{key}/confirm", quotas.ReservationConfirmResource()),
+        ("/v1/quotas/reservations/{key}/release", quotas.ReservationReleaseResource()),
+        ("/v1/projects/{project_id:uuid}/restore", quotas.ProjectRestoreResource()),
+        ("/v1/tasks/{task_id:uuid}/restore", quotas.TaskRestoreResource()),
         ("/v1/openapi.json", ops.OpenApiResource()),  # its document is set once built
     ]
 
@@ -79,7 +93,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         redis_client = ratelimit.connect(settings.redis_url, timeout=0.2)
         limiter = RateLimiter(redis_client)
 
-    middleware: list[Any] = [RequestIdAndMetrics(settings.trusted_proxy_list()), Pipeline(settings, db, limiter)]
+    # API calls counted in Redis (api/metering.py)
+    meter = Meter(redis_client, settings.api_call_window_seconds) if redis_client else None
+    middleware: list[Any] = [RequestIdAndMetrics(settings.trusted_proxy_list()), Pipeline(settings, db, limiter, meter)]
     app = falcon.App(middleware=middleware)
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
@@ -90,7 +106,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.router_options.converters["uuid"] = UUIDConverter
     errors.install(app)
 
-    table = routes(db, redis_client, settings)
+    table = routes(db, limiter, settings)
     try:
         release = version("tenantry")
     except PackageNotFoundError:  # pragma: no cover

@@ -11,6 +11,7 @@ to the log, never to the client.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -19,6 +20,7 @@ import falcon
 import psycopg
 
 from db import errors as db_errors
+from db.context import unavailable
 
 log = logging.getLogger("tenantry.api")
 
@@ -44,6 +46,12 @@ class Problem(Exception):
         self.extra = extra
 
 
+def invalid_parameter(name: str, detail: str) -> Problem:
+    """The one answer to an unknown, repeated or malformed query parameter: 400
+    `invalid_parameter` naming it in `field` (a body's fields are 422: api/README.md, "Errors")."""
+    return Problem(400, "invalid_parameter", detail, field=name)
+
+
 def problem_from_database(exc: psycopg.Error) -> Problem:
     """The Problem for a database error; 500 for SQLSTATEs outside the contract."""
     if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
@@ -52,15 +60,46 @@ def problem_from_database(exc: psycopg.Error) -> Problem:
         nul = db_errors.UNTRANSLATABLE_CHARACTER
         return Problem(nul.status, nul.code, f"A value cannot be stored: {exc}")
     mapping = db_errors.lookup(exc.sqlstate)
+    if unavailable(exc):
+        # refused, lost, shutting down or starting, or no pooled connection in time (PoolTimeout
+        # and a lost connection have no SQLSTATE): 503 database_unavailable, fast (db/context.py)
+        mapping = mapping or db_errors.CONNECTION_EXCEPTION
     if mapping is None:
         log.error("unmapped database error %s", exc.sqlstate, exc_info=exc)
         return Problem(500, "internal_error", "The server could not complete the request.")
+    if mapping.retry_after is not None:
+        # transient (docs/operations.md): the registry's sentence, not the server's message,
+        # which names hosts, ports or relations
+        return Problem(
+            mapping.status,
+            mapping.code,
+            mapping.meaning[0].upper() + mapping.meaning[1:] + ".",
+            headers={"Retry-After": str(mapping.retry_after)},
+        )
     diag = exc.diag
     extra: dict[str, Any] = {"hint": diag.message_hint} if diag.message_hint else {}
     if mapping.sqlstate in db_errors.CONSTRAINT_SQLSTATES:
         return _constraint_problem(mapping, diag, extra)
     code = mapping.code_for(diag.constraint_name)
+    if mapping.detail_members:
+        extra |= _detail_members(diag.message_detail)
     return Problem(mapping.status, code, diag.message_primary or mapping.code, field=diag.column_name, **extra)
+
+
+#: problem members a DETAIL may not set: the problem's own
+_RESERVED_MEMBERS = frozenset({"type", "title", "status", "code", "detail", "instance", "request_id", "field"})
+
+
+def _detail_members(detail: str | None) -> dict[str, Any]:
+    """The members of a JSON-object DETAIL (TQ001's resource, current, limit, ...): DETAIL
+    reaches the client from a Citus worker, where the COLUMN field does not (docs/citus.md, fact 18)."""
+    try:
+        members = json.loads(detail or "")
+    except ValueError:
+        return {}
+    if not isinstance(members, dict):
+        return {}
+    return {key: value for key, value in members.items() if key not in _RESERVED_MEMBERS}
 
 
 def _constraint_problem(mapping: db_errors.SqlState, diag: psycopg.errors.Diagnostic, extra: dict[str, Any]) -> Problem:

@@ -8,8 +8,9 @@ errors come back as problems naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import uuid
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -316,6 +317,9 @@ class AdminAction(BaseModel):
     action: str
     request_id: str | None
     at: dt.datetime
+    details: dict[str, Any] | None = Field(
+        default=None, description="What it was about: a plan, a quota's resource and limit."
+    )
 
 
 class AdminActions(BaseModel):
@@ -356,3 +360,134 @@ class TenantChange(Body):
         "(e.g. Europe/Berlin), locale (e.g. de-DE), week_start (monday, sunday, saturday), "
         "default_task_priority (low, normal, high, urgent).",
     )
+
+
+# -- usage metering (sql/repeatable/400_usage.sql) -------------------------------------------
+# The shape only: the database checks metrics, quantities, times and properties against
+# the catalog and the lateness window, and names the first bad event (events[i].field).
+
+
+class UsageEvent(Body):
+    event_id: str = Field(
+        min_length=1, max_length=200, description="The client's id of the event: a retry with the same id counts once."
+    )
+    metric: str = Field(max_length=63, description="A metric of GET /v1/usage/metrics.")
+    quantity: float = Field(default=1, ge=0, description="How much (default 1); count metrics ignore it.")
+    occurred_at: dt.datetime | None = Field(
+        default=None, description="When it happened, with a UTC offset; at most 7 days ago. Default: now."
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description="Free properties; a unique_count metric needs its property (user_id)."
+    )
+
+
+class UsageBatch(Body):
+    events: list[UsageEvent] = Field(min_length=1, max_length=1000)
+
+
+class UsageIngested(BaseModel):
+    accepted: int = Field(description="Events stored and counted now.")
+    duplicates: int = Field(description="Events whose id was seen before (in an earlier batch or this one).")
+
+
+class Metric(BaseModel):
+    metric: str
+    unit: str
+    aggregation: Literal["sum", "count", "max", "unique_count", "latest"]
+    property: str | None
+    description: str
+
+
+class Metrics(BaseModel):
+    items: list[Metric]
+
+
+class UsageBucket(BaseModel):
+    metric: str
+    granularity: Literal["hour", "day", "period"]
+    bucket_start: dt.datetime
+    value: str = Field(description='The exact decimal value, as a string (e.g. "12.5").')
+    events: int
+    updated_at: dt.datetime
+
+
+class UsagePage(Page[UsageBucket]):
+    pass
+
+
+class UsageNow(BaseModel):
+    metric: str
+    unit: str
+    aggregation: str
+    value: str = Field(description="The exact decimal value so far this period, as a string.")
+    events: int
+    limit: str | None = Field(description="The plan's limit for the period, if it sets one (a decimal string).")
+    updated_at: dt.datetime | None = Field(description="When the last rollup changed the value (it lags by one run).")
+
+
+class UsageSummary(BaseModel):
+    period_start: dt.datetime
+    items: list[UsageNow]
+
+
+# -- quotas (api/resources/quotas.py) ------------------------------------------------------
+
+
+class Quota(BaseModel):
+    resource: str
+    kind: Literal["counted", "metered"]
+    unit: str
+    used: float = Field(description="Counted: live now. Metered: used in the current billing period.")
+    reserved: float = Field(description="Metered: units held by open reservations (0 for counted resources).")
+    limit: float | None = Field(description="The limit in force (null: unlimited).")
+    remaining: float | None = Field(description="limit - used - reserved, at least 0 (null: unlimited).")
+    warning: bool = Field(description="used + reserved reached warn_at_percent of the limit.")
+    warn_at_percent: int
+    over_limit: bool = Field(description="More in use than the limit: after a downgrade, or billed overage.")
+    source: Literal["plan", "override"]
+    overage: Literal["block", "bill"] | None = Field(
+        description="Metered: whether units beyond the limit are refused or billed."
+    )
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+
+
+class Quotas(BaseModel):
+    plan: str
+    plan_name: str
+    features: list[str]
+    resources: list[Quota]
+
+
+class ReservationCreate(Body):
+    key: str = Field(
+        min_length=1, max_length=255, description="Idempotency: the same key returns the same reservation."
+    )
+    resource: str = Field(max_length=63)
+    units: decimal.Decimal = Field(gt=0, max_digits=30)
+    ttl_seconds: int = Field(default=900, ge=1, le=86400)
+
+
+class ReservationConfirm(Body):
+    actual_units: decimal.Decimal = Field(ge=0, max_digits=30)
+
+
+class Reservation(BaseModel):
+    key: str
+    resource: str
+    units: str = Field(description="Units held (a decimal string).")
+    status: Literal["held", "confirmed", "released", "expired"]
+    actual_units: str | None = Field(description="Units really used, once confirmed (a decimal string).")
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    settled_at: dt.datetime | None
+
+
+class QuotaOverride(Body):
+    limit: decimal.Decimal | None = Field(
+        ge=0, max_digits=30, description="The tenant's limit for the resource (null: unlimited)."
+    )
+
+
+class PlanChange(Body):
+    plan: str = Field(max_length=31)

@@ -57,18 +57,26 @@ INFRASTRUCTURE = {
 
 #: What each error status means; `error_description` adds the codes the registry (db/errors.py) answers it with.
 ERROR_TEXT = {
-    400: "Bad request",
+    400: "Bad request: malformed JSON (`invalid_json`), nested too deep (`json_too_deep`), a body cut short "
+    "(`incomplete_body`), or an unknown, repeated or malformed query parameter (`invalid_parameter`, see `field`)",
     401: "Missing, invalid or expired credentials",
     403: "Not allowed",
     404: "Not found (or not yours)",
     409: "Conflict",
+    408: "The body did not arrive in time (`request_timeout`; the connection is closed)",
     410: "Gone",
+    413: "The body is too large (`body_too_large`)",
     415: "Unsupported media type",
+    412: "Precondition failed: the resource changed since the version in If-Match or If-Unmodified-Since",
     422: "Invalid input (see `field`)",
     429: "Rate limited (see Retry-After)",
+    503: "The database is unavailable, restarting or too slow right now: retry after Retry-After seconds",
 }
-#: Errors any operation can answer: a malformed body (400) or input (422), a rate limit (429).
-COMMON_ERRORS = frozenset({400, 422, 429})
+#: Errors any operation can answer: a malformed body (400) or input (422), a rate limit (429),
+#: the database unavailable or timing out (503, docs/operations.md).
+COMMON_ERRORS = frozenset({400, 422, 429, 503})
+#: Errors of an operation that reads a body: too slow (408) or too large (413); api/pipeline.py.
+BODY_ERRORS = frozenset({408, 413})
 #: The checks the database makes on every authenticated call: their statuses are documented on each.
 AUTHENTICATED_CHECKS = (
     db_errors.SESSION_REVOKED,
@@ -102,7 +110,38 @@ def openapi_path(route: str) -> str:
     return re.sub(r"{(\w+):\w+}", r"{\1}", route)
 
 
-def _parameters(path: str, spec: Operation) -> list[dict]:
+def _conditional_headers(method: str) -> list[dict]:
+    """The precondition headers of a conditional operation: If-None-Match and
+    If-Modified-Since for a read, If-Match and If-Unmodified-Since for a change."""
+    if method == "get":
+        names = {
+            "If-None-Match": 'The ETags you have (e.g. "3"): 304 with no body while one of them is current',
+            "If-Modified-Since": "An HTTP date: 304 with no body if unchanged since (ignored with If-None-Match)",
+        }
+    else:
+        names = {
+            "If-Match": 'The ETag you read (e.g. "3"), or "*": the change is made only while it is current, '
+            "else 412 (optional: without it the last write wins)",
+            "If-Unmodified-Since": "An HTTP date: the change is made only if the resource is unchanged since, "
+            "else 412 (ignored with If-Match, and when not a valid date)",
+        }
+    return [
+        {"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string"}}
+        for name, text in names.items()
+    ]
+
+
+#: the headers of a conditional operation's success response
+VERSION_HEADERS = {
+    "ETag": {
+        "description": 'The resource\'s version, a strong entity tag: "<row_version>"',
+        "schema": {"type": "string"},
+    },
+    "Last-Modified": {"description": "When the resource last changed (HTTP date)", "schema": {"type": "string"}},
+}
+
+
+def _parameters(path: str, spec: Operation, method: str) -> list[dict]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
         for name in re.findall(r"{(\w+)(?::\w+)?}", path)
@@ -122,6 +161,8 @@ def _parameters(path: str, spec: Operation) -> list[dict]:
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             }
         )
+    if spec.conditional:
+        params += _conditional_headers(method)
     params.append(
         {
             "name": "X-Request-ID",
@@ -143,7 +184,15 @@ def _operation(path: str, method: str, resource: Any, spec: Operation) -> dict:
         }
     else:
         responses[str(spec.status)] = {"description": "Success, no content"}
+    if spec.conditional:
+        responses[str(spec.status)]["headers"] = VERSION_HEADERS
+        if method == "get":
+            responses["304"] = {"description": "Not modified: your copy is current", "headers": VERSION_HEADERS}
     statuses = set(spec.errors) | COMMON_ERRORS
+    if method in ("post", "patch", "put"):  # the pipeline reads the body of these
+        statuses |= BODY_ERRORS
+    if spec.conditional and method != "get":
+        statuses.add(412)
     if spec.auth != "none":
         statuses |= {401} | {check.status for check in AUTHENTICATED_CHECKS}  # 401: no or bad credentials
     for status in sorted(statuses):
@@ -155,7 +204,7 @@ def _operation(path: str, method: str, resource: Any, spec: Operation) -> dict:
         "operationId": f"{method}_{type(resource).__name__.removesuffix('Resource')}",
         "summary": spec.summary,
         "tags": [path.split("/")[2] if path.startswith("/v1/") else "ops"],
-        "parameters": _parameters(path, spec),
+        "parameters": _parameters(path, spec, method),
         "responses": responses,
         "security": {
             "none": [],

@@ -12,7 +12,6 @@ transaction opens with SET LOCAL app.* -> Idempotency-Key claimed in that transa
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -25,7 +24,9 @@ from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
 
 from api import client, encoding, security
-from api.errors import Problem, render
+from api.body import BodyIncomplete, BodyTimeout, read_body
+from api.errors import Problem, invalid_parameter, render
+from api.metering import Meter
 from api.ratelimit import Decision, Limit, RateLimiter, limit_for_plan
 from api.spec import operation_of
 from db import errors as db_errors
@@ -109,10 +110,13 @@ class RequestIdAndMetrics:
 class Pipeline:
     """Authentication, rate limit, transaction and idempotency, driven by @operation."""
 
-    def __init__(self, settings: Settings, db: Database, limiter: RateLimiter | None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, limiter: RateLimiter | None, meter: Meter | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
         self.limiter = limiter
+        self.meter = meter  # API calls counted in Redis (api/metering.py)
         self.jwt_key = security.jwt_key(settings)
 
     # -- falcon hooks ------------------------------------------------------------------
@@ -125,6 +129,7 @@ class Pipeline:
         if spec is None:
             return  # infrastructure routes (health, metrics) declare nothing
         req.context.operation = spec
+        self._check_query(req, spec.query)
         if req.method in ("POST", "PATCH", "PUT"):
             self._read_body(req)
         try:
@@ -152,8 +157,17 @@ class Pipeline:
             self._idempotency_begin(req, resp, principal)
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
-        for name, value in getattr(req.context, "rate_headers", {}).items():
-            resp.set_header(name, value)
+        try:
+            for name, value in getattr(req.context, "rate_headers", {}).items():
+                resp.set_header(name, value)
+            if self.meter is not None:  # an authenticated caller's call is metered (no database write)
+                self.meter.count_request(getattr(req.context, "principal", None), resp.status_code)
+        finally:
+            # whatever failed above, the request's transaction ends and its connection goes back
+            self._end_transaction(req, resp, req_succeeded)
+
+    def _end_transaction(self, req: falcon.Request, resp: falcon.Response, req_succeeded: bool) -> None:
+        """Commit or roll back the request's transaction (opened in `_begin`), if it has one."""
         transaction = getattr(req.context, "transaction", None)
         if transaction is None:
             return
@@ -225,17 +239,50 @@ class Pipeline:
         return getattr(resource, f"on_{req.method.lower()}", None)
 
     @staticmethod
-    def _read_body(req: falcon.Request) -> None:
-        raw = req.bounded_stream.read()
+    def _check_query(req: falcon.Request, declared: dict[str, str]) -> None:
+        """One rule for query parameters (api/README.md): a call takes the ones its
+        @operation declares, each once; anything else is 400 invalid_parameter naming it.
+        Their values are checked where they are read (api/resources/base.py, or the SQL
+        function for values only the database knows, such as a task status)."""
+        for name, value in req.params.items():
+            if name not in declared:
+                raise invalid_parameter(name, f"This call takes no query parameter {name!r}.")
+            if isinstance(value, list):  # Falcon gathers a repeated parameter into a list
+                raise invalid_parameter(name, f"{name} is given more than once.")
+            if "\x00" in value:  # no text the database stores or compares holds one
+                raise invalid_parameter(name, f"{name} holds a NUL character.")
+
+    def _read_body(self, req: falcon.Request) -> None:
+        """The JSON body, bounded in size (413 body_too_large: a declared Content-Length
+        over the limit before a byte is read, a chunked body cut off there), in time
+        (408 request_timeout: `read_body`) and in depth (400 json_too_deep, before parsing)."""
+        limit = self.settings.max_body_bytes
+        length = req.content_length  # a malformed Content-Length is Falcon's 400
+        chunked = length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        if (length or 0) > limit:
+            raise _body_too_large(limit)
+        try:
+            raw = read_body(req.env, length, limit, self.settings.body_read_timeout) if length or chunked else b""
+        except BodyTimeout:
+            timeout = self.settings.body_read_timeout
+            raise Problem(408, "request_timeout", f"The body did not arrive within {timeout:g} seconds.") from None
+        except BodyIncomplete:
+            raise Problem(400, "incomplete_body", "The connection ended before the whole body arrived.") from None
+        if len(raw) > limit:
+            raise _body_too_large(limit)
         req.context.raw_body = raw
         if not raw:
             req.context.body = None
             return
         if req.content_type and not req.content_type.startswith("application/json"):
             raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
+        depth = self.settings.max_json_depth
         try:
-            req.context.body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            req.context.body = encoding.loads(raw, max_depth=depth)
+        except encoding.TooDeep:
+            detail = f"The body nests arrays and objects deeper than {depth} levels."
+            raise Problem(400, "json_too_deep", detail) from None
+        except (ValueError, RecursionError):
             raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
 
     def _authenticate(self, req: falcon.Request, auth: str) -> Principal:
@@ -326,10 +373,8 @@ class Pipeline:
             limit = limit_for_plan(principal.requests_per_minute)
         if limit is None:
             return  # the plan has no request limit
-        decision = self.limiter.hit(key, limit)
-        if decision.degraded:
-            log.warning("rate limiter unavailable: request allowed", extra={"request_id": req.context.request_id})
-        self._enforce(req, decision)
+        # a degraded decision (Redis down: allowed) is logged by the limiter once per outage
+        self._enforce(req, self.limiter.hit(key, limit))
 
     @staticmethod
     def _enforce(req: falcon.Request, decision: Decision) -> None:
@@ -368,6 +413,13 @@ class Pipeline:
             resp.complete = True
             return
         req.context.idempotency_key = key
+
+
+# -- the body's size limit ----------------------------------------------------------------
+
+
+def _body_too_large(limit: int) -> Problem:
+    return Problem(413, "body_too_large", f"The body is larger than {limit} bytes.")
 
 
 __all__ = ["Pipeline", "Principal", "RequestIdAndMetrics", "render"]

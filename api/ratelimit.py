@@ -6,8 +6,10 @@ The script reads, refills, takes and writes in one EVALSHA, so concurrent reques
 several API hosts cannot overdraw a bucket, and it uses Redis's clock (TIME), so the
 hosts' clocks do not matter. Idle buckets expire once full again.
 
-When Redis is down the limiter FAILS OPEN: the request is allowed, marked `degraded`,
-logged and counted in tenantry_ratelimit_degraded_total. Rate limits protect capacity;
+When Redis is down the limiter FAILS OPEN: the request is allowed, marked `degraded`
+and counted in tenantry_ratelimit_degraded_total. The outage itself is logged once, when
+Redis stops answering (a warning), and once when it answers again (recovered); the gauge
+tenantry_redis_up and /ready's `checks.redis` say which it is now (per API process). Rate limits protect capacity;
 losing them for a while is better than refusing every request. What must never be
 exceeded (quotas that are billed) is enforced in PostgreSQL, not here. Pass
 fail_open=False to raise RateLimiterUnavailable instead.
@@ -21,15 +23,24 @@ builds a client with the settings this module expects.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass
 
 import redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+log = logging.getLogger("tenantry.api")
+
 DEGRADED = Counter("tenantry_ratelimit_degraded_total", "Requests allowed because Redis was unavailable")
+REDIS_UP = Gauge("tenantry_redis_up", "1 while the rate limiter reaches Redis, 0 while it fails open")
+
+#: what "Redis is not usable" looks like: unreachable, slow, or something that is not Redis
+#: answering on its port (a wrong URL, a port reused by another server)
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse)
 
 # KEYS[1] bucket; ARGV: capacity, refill per second, cost.
 # Returns {allowed 0/1, tokens left (floor), ms until full, ms until `cost` tokens}.
@@ -126,9 +137,47 @@ class Decision:
 
 class RateLimiter:
     def __init__(self, client: redis.Redis, *, prefix: str = "tenantry:rl:", fail_open: bool = True) -> None:
+        self.client = client
         self.prefix = prefix
         self.fail_open = fail_open
         self._script = client.register_script(_TOKEN_BUCKET)
+        # Redis's state as the last command saw it, shared by the worker's threads: the
+        # lock makes exactly one of them log each change
+        self._up = True
+        self._lock = threading.Lock()
+        REDIS_UP.set(1)
+
+    @property
+    def available(self) -> bool:
+        """Whether Redis answered the last command (False: limits fail open now)."""
+        return self._up
+
+    def _seen(self, up: bool, error: Exception | None = None) -> None:
+        """Record whether Redis answered; log the change from up to down and back, once each."""
+        if self._up == up:  # the usual case, without the lock (a change is re-checked under it)
+            return
+        with self._lock:
+            if self._up == up:
+                return
+            self._up = up
+            REDIS_UP.set(1 if up else 0)
+        if up:
+            log.info("rate limiter recovered: Redis answers again, rate limits apply")
+        else:
+            log.warning(
+                "rate limiter unavailable: requests are allowed without rate limits until Redis answers again",
+                extra={"error": f"{type(error).__name__}: {error}"},
+            )
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (for /ready); the answer counts as any command's."""
+        try:
+            self.client.ping()
+        except UNAVAILABLE as exc:
+            self._seen(False, exc)
+            return False
+        self._seen(True)
+        return True
 
     def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         """Take `cost` tokens from the bucket `key` if it has them (one atomic EVALSHA)."""
@@ -138,13 +187,13 @@ class RateLimiter:
             allowed, remaining, full_ms, wait_ms = self._script(
                 keys=[self.prefix + key], args=[limit.capacity, limit.refill_per_second, cost]
             )
-        # unreachable, slow, or something that is not Redis answering on its port (a wrong
-        # URL, a port reused by another server): all mean "no limiter right now"
-        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse) as exc:
+        except UNAVAILABLE as exc:  # all mean "no limiter right now"
+            self._seen(False, exc)
             if not self.fail_open:
                 raise RateLimiterUnavailable(str(exc)) from exc
             DEGRADED.inc()
             return Decision(True, limit.capacity, limit.capacity, 0, None, degraded=True)
+        self._seen(True)
         return Decision(
             allowed=bool(allowed),
             limit=limit.capacity,

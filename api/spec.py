@@ -33,6 +33,10 @@ class Operation:
     status: int = 200
     paginated: bool = False
     idempotent_post: bool = False  # accepts Idempotency-Key
+    #: answers a versioned row with ETag and Last-Modified; a change takes If-Match and
+    #: If-Unmodified-Since (412), a read If-None-Match and If-Modified-Since (304)
+    #: (api/resources/base.py: `preconditions`, `represent`)
+    conditional: bool = False
     query: dict[str, str] = field(default_factory=dict)  # name -> description
     errors: tuple[int, ...] = ()
 

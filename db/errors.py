@@ -35,6 +35,12 @@ class SqlState:
     meaning: str
     #: codes by constraint name, for a SQLSTATE shared by several constraints (23505)
     by_constraint: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: the error's DETAIL is a JSON object whose members the problem carries (TQ001: the
+    #: resource, current, limit...): DETAIL survives Citus where COLUMN does not
+    detail_members: bool = False
+    #: seconds for a Retry-After header: the condition is transient (a timeout, the database
+    #: restarting), and the client's own message is not the server's (it names hosts or relations)
+    retry_after: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_constraint", MappingProxyType(dict(self.by_constraint)))
@@ -71,8 +77,11 @@ NOT_NULL_VIOLATION = SqlState(          "23502", 422, "missing_value",          
     "a required value is missing; `COLUMN` names it")
 CHECK_VIOLATION = SqlState(             "23514", 422, "invalid_value",           "Invalid value",
     "a value out of range (a check constraint: status, priority, a blank name)")
-INVALID_PARAMETER_VALUE = SqlState(     "22023", 422, "invalid_parameter",       "Invalid parameter",
-    "invalid parameter: unknown field, unparsable value, page size; `COLUMN` names it")
+# a field of the body that the function refuses is `invalid_body`, as the API's own checks of
+# the body answer; `invalid_parameter` is the query's (400, TP001): one code, one status
+INVALID_PARAMETER_VALUE = SqlState(     "22023", 422, "invalid_body",            "Invalid field",
+    "a field the function refuses: an unknown field, a value it cannot use (an unknown scope or setting, "
+    "a past expiry); `COLUMN` names it")
 INVALID_TEXT_REPRESENTATION = SqlState( "22P02", 422, "invalid_input",           "Invalid input",
     "a value that does not parse as its type (a UUID, a number, an enum)")
 UNTRANSLATABLE_CHARACTER = SqlState(    "22P05", 422, "invalid_input",           "Invalid input",
@@ -83,6 +92,32 @@ DATETIME_FIELD_OVERFLOW = SqlState(     "22008", 422, "invalid_input",          
     "a date or time out of range")
 STRING_DATA_RIGHT_TRUNCATION = SqlState("22001", 422, "value_too_long",          "Value too long",
     "a value longer than its column allows")
+# transient: the request may be sent again as it is (Retry-After; docs/operations.md)
+LOCK_NOT_AVAILABLE = SqlState(          "55P03", 409, "lock_timeout",            "Lock timeout",
+    "another transaction held a lock on the same rows longer than the role's lock_timeout: retry shortly",
+    retry_after=1)
+QUERY_CANCELED = SqlState(              "57014", 503, "statement_timeout",       "Statement timeout",
+    "the statement ran longer than the role's statement_timeout (or was cancelled): retry later", retry_after=5)
+IDLE_IN_TRANSACTION_TIMEOUT = SqlState( "25P03", 503, "idle_in_transaction_timeout", "Transaction timeout",
+    "the transaction stayed idle longer than the role's idle_in_transaction_session_timeout: retry",
+    retry_after=1)
+CONNECTION_EXCEPTION = SqlState(        "08000", 503, "database_unavailable",    "Database unavailable",
+    "the database cannot be reached (also: a lost connection, no pooled connection in time): retry shortly",
+    retry_after=2)
+CONNECTION_DOES_NOT_EXIST = SqlState(   "08003", 503, "database_unavailable",    "Database unavailable",
+    "the connection to the database is gone: retry shortly", retry_after=2)
+CONNECTION_FAILURE = SqlState(          "08006", 503, "database_unavailable",    "Database unavailable",
+    "the connection to the database failed: retry shortly", retry_after=2)
+CANNOT_CONNECT = SqlState(              "08001", 503, "database_unavailable",    "Database unavailable",
+    "the database refused the connection: retry shortly", retry_after=2)
+CONNECTION_REJECTED = SqlState(         "08004", 503, "database_unavailable",    "Database unavailable",
+    "the database rejected the connection: retry shortly", retry_after=2)
+ADMIN_SHUTDOWN = SqlState(              "57P01", 503, "database_unavailable",    "Database unavailable",
+    "the database is shutting down (or an operator ended the connection): retry shortly", retry_after=2)
+CRASH_SHUTDOWN = SqlState(              "57P02", 503, "database_unavailable",    "Database unavailable",
+    "the database is recovering from a crash: retry shortly", retry_after=2)
+CANNOT_CONNECT_NOW = SqlState(          "57P03", 503, "database_unavailable",    "Database unavailable",
+    "the database is starting up: retry shortly", retry_after=2)
 # -- TNxxx: tenancy ------------------------------------------------------------------------------------------------
 TENANT_SUSPENDED = SqlState(            "TN001", 403, "tenant_suspended",        "Tenant suspended",
     "tenant is suspended: reads work, writes are refused")
@@ -92,6 +127,8 @@ TENANT_DELETED_FINAL = SqlState(        "TN003", 409, "tenant_deleted_final",   
     "a deleted tenant cannot change status")
 PROJECT_DELETED = SqlState(             "TN010", 409, "project_deleted",         "Project deleted",
     "a live task cannot belong to a deleted project")
+PRECONDITION_FAILED = SqlState(         "TN020", 412, "precondition_failed",     "Precondition failed",
+    "the row changed since the version the client sent (If-Match, If-Unmodified-Since): read it again")
 # -- TAxxx: identity and access ------------------------------------------------------------------------------------
 ACCOUNT_UNAVAILABLE = SqlState(         "TA001", 403, "account_unavailable",     "Account unavailable",
     "the account cannot log in (disabled or locked)")
@@ -137,6 +174,30 @@ RESET_TOKEN_INVALID = SqlState(         "TA080", 404, "reset_token_invalid",    
     "no such password reset token, or it was used (a reset spends every open token of the account)")
 RESET_TOKEN_EXPIRED = SqlState(         "TA081", 410, "reset_token_expired",     "Reset token expired",
     "the password reset token has expired: ask for a new one")
+# -- TPxxx: query parameters (api/README.md, "Query parameters": 400 naming the parameter) ---------------------------
+INVALID_QUERY_PARAMETER = SqlState(     "TP001", 400, "invalid_parameter",       "Invalid query parameter",
+    "a query parameter's value the function cannot use, e.g. a status filter no row can have "
+    "(`core.assert_column_allows`); `COLUMN` names the parameter")
+# -- TQxxx: quotas and plan features (sql/repeatable/070_quotas.sql; DETAIL is JSON) --------------------------------
+QUOTA_EXCEEDED = SqlState(              "TQ001", 403, "quota_exceeded",          "Quota exceeded",
+    "the plan's (or the tenant's override's) limit for a resource is reached; the problem names the resource, "
+    "`current`, `limit`, `plan` and an upgrade (`upgrade_plan`, `upgrade_limit`)", detail_members=True)
+FEATURE_NOT_IN_PLAN = SqlState(         "TQ002", 403, "feature_not_in_plan",     "Feature not in plan",
+    "the tenant's plan does not include the feature; the problem names `feature`, `plan` and `upgrade_plan`",
+    detail_members=True)
+RESERVATION_KEY_REUSED = SqlState(      "TQ003", 409, "reservation_key_reused",  "Reservation key reused",
+    "the reservation key names another reservation (resource or units), or a confirmation with another amount")
+RESERVATION_SETTLED = SqlState(         "TQ004", 409, "reservation_settled",     "Reservation settled",
+    "the reservation was released (it cannot be confirmed) or confirmed (it cannot be released)")
+# -- TUxxx: usage metering (sql/repeatable/400_usage.sql; `COLUMN` names the event: events[i].field) ------------
+UNKNOWN_METRIC = SqlState(              "TU001", 422, "unknown_metric",          "Unknown metric",
+    "a usage event names a metric the catalog does not have (GET /v1/usage/metrics); nothing of the batch is stored")
+USAGE_EVENT_TOO_LATE = SqlState(        "TU002", 422, "usage_event_too_late",    "Usage event too late",
+    "a usage event is older than the lateness window (7 days); nothing of the batch is stored")
+USAGE_EVENT_IN_FUTURE = SqlState(       "TU003", 422, "usage_event_in_future",   "Usage event in the future",
+    "a usage event's occurred_at is ahead of the server's clock by more than the skew (5 minutes)")
+USAGE_PARTITION_MISSING = SqlState(     "TU005", 503, "usage_partition_missing", "Usage storage not ready",
+    "no time partition takes the event yet: partition maintenance is behind (retry later)", retry_after=60)
 # fmt: on
 
 #: Every entry, in declaration order (read from this module: nothing is listed twice).
@@ -214,6 +275,8 @@ CONSTRAINT_MESSAGES: Mapping[str, ConstraintMessage] = MappingProxyType(
         "tasks_priority_check": ConstraintMessage("priority", "A task's priority is low, normal, high or urgent."),
         "tasks_tenant_id_project_id_fkey": ConstraintMessage("project_id", "There is no such project."),
         "tasks_assignee_member_fkey": ConstraintMessage("assignee_id", "The assignee must be a member of this tenant."),
+        # quotas
+        "quota_overrides_resource_fkey": ConstraintMessage("resource", "There is no such quota resource."),
     }
 )
 

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
 
     pool_min_size: int = Field(default=1, ge=0, description="Connections each pool keeps open (per role, per process).")
     pool_max_size: int = Field(default=10, ge=1, description="Most connections a pool opens (per role, per process).")
+    pool_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds a request waits for a pooled connection (also the connect timeout, at least 2 s, "
+        "and how long the pool retries a failed connection before it lets a new attempt start). Past it the API "
+        "answers 503 `database_unavailable` with Retry-After (docs/operations.md).",
+    )
 
     # -- the API ------------------------------------------------------------------------
     jwt_secret: SecretStr | None = Field(
@@ -96,6 +104,14 @@ class Settings(BaseSettings):
         "on 127.0.0.1:<redis_port> in the state folder.",
     )
     redis_port: int = Field(default=56379, ge=1, le=65535, description="Port of the local redis-server.")
+    api_call_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="API calls are counted in Redis per caller in windows this long (no database write per "
+        "request); the worker's flush job records each closed window as usage events. The API and the worker "
+        "must use the same value.",
+    )
     anonymous_requests_per_minute: int = Field(
         default=30,
         ge=1,
@@ -116,6 +132,37 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Address `tenantry serve` binds.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port `tenantry serve` binds.")
+    # hostile input: what a request body may be (api/pipeline.py reads it, api/encoding.py parses it)
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes: a larger declared Content-Length is `413 body_too_large` "
+        "before a byte is read, and a chunked body is cut off there.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=2,
+        le=512,
+        description="Deepest nesting of arrays and objects a JSON body may have; deeper is `400 json_too_deep` "
+        "(checked by a scan before the body is parsed).",
+    )
+    body_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send the whole request body (not per read); then "
+        "`408 request_timeout` and the connection is closed.",
+    )
+
+    # -- usage metering (sql/repeatable/400_usage.sql) -------------------------------------
+    usage_retention_days: int = Field(
+        default=400,
+        ge=38,
+        le=3660,
+        description="How long raw usage events (and their ids, which make a retry count once) are kept: the "
+        "partition maintenance job drops whole monthly partitions that ended longer ago. At least the 7-day "
+        "lateness window and a month. Rollups are kept.",
+    )
 
     # -- mail (jobs/mail.py: `tenantry mail deliver`) ------------------------------------
     smtp_host: str | None = Field(

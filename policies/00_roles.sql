@@ -76,3 +76,49 @@ BEGIN
     END LOOP;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- timeouts per role (docs/operations.md)
+----------------------------------------------------------------------------------------
+-- One tenant's long lock or slow statement must not hold every tenant's requests: each
+-- role's sessions end a statement, a wait for a lock and an idle open transaction after
+-- a bound of their own. The API's are short (a request is a few milliseconds of SQL; the
+-- API answers 409 lock_timeout, 503 statement_timeout or idle_in_transaction_timeout,
+-- with Retry-After); the worker's, the platform admin's and the analyst's longer (jobs
+-- set a shorter statement_timeout per actor themselves: jobs/runtime.py). tenantry_owner
+-- gets none: migrations and DBA work run as long as they must (and the definer functions
+-- it owns run in the caller's session, under the caller's timeouts). Settings apply to
+-- sessions opened after this file ran. On Citus, ALTER ROLE ... SET propagates to the
+-- workers as for citus.propagate_set_commands above, and the coordinator's connections
+-- to them log in as the same role, so the bounds hold on the shards too.
+DO $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN
+        SELECT * FROM (VALUES
+            ('tenantry_api',            'statement_timeout',                   '5s'),
+            ('tenantry_api',            'lock_timeout',                        '2s'),
+            ('tenantry_api',            'idle_in_transaction_session_timeout', '15s'),
+            ('tenantry_platform_admin', 'statement_timeout',                   '30s'),
+            ('tenantry_platform_admin', 'lock_timeout',                        '5s'),
+            ('tenantry_platform_admin', 'idle_in_transaction_session_timeout', '60s'),
+            ('tenantry_worker',         'statement_timeout',                   '5min'),
+            ('tenantry_worker',         'lock_timeout',                        '30s'),
+            ('tenantry_worker',         'idle_in_transaction_session_timeout', '5min'),
+            ('tenantry_analyst',        'statement_timeout',                   '2min'),
+            ('tenantry_analyst',        'lock_timeout',                        '5s'),
+            ('tenantry_analyst',        'idle_in_transaction_session_timeout', '5min')
+        ) AS t (role_name, setting, value)
+    LOOP
+        -- roles are cluster-wide: set only what differs (see above)
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_db_role_setting AS s JOIN pg_catalog.pg_roles AS r ON r.oid = s.setrole
+             WHERE r.rolname = v.role_name AND s.setdatabase = 0
+               AND v.setting || '=' || v.value = ANY (s.setconfig)
+        ) THEN
+            EXECUTE format('ALTER ROLE %I SET %I = %L', v.role_name, v.setting, v.value);
+        END IF;
+    END LOOP;
+END
+$$;

@@ -7,13 +7,14 @@ import typer
 from api.cli import api_app
 from db.cli import citus_app, db_app, platform_admin_app
 from db.local.cli import services_app
-from jobs.cli import mail_app
+from jobs.cli import jobs_app, mail_app, runner_app
 
 HELP = """tenantry: multi-tenant SaaS platform on PostgreSQL + Citus.
 
 Each sub-command lives beside what it drives: `services` and `citus dev-cluster` in
 db/local/ (what runs on this machine), `db`, `citus` and `platform-admin` in db/ (the
-database), `serve` and `demo` in api/ (the HTTP API), `mail` in jobs/ (outgoing mail).
+database), `serve` and `demo` in api/ (the HTTP API), `worker`, `scheduler`, `jobs` and
+`mail` in jobs/ (the job runner, outgoing mail).
 Settings are TENANTRY_* environment variables (README, "Settings")."""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode=None)
@@ -22,4 +23,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(citus_app, name="citus")
 app.add_typer(platform_admin_app, name="platform-admin")
 app.add_typer(api_app)  # serve, demo
+app.add_typer(runner_app)  # worker, scheduler
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(mail_app, name="mail")

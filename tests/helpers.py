@@ -56,10 +56,12 @@ class Account:
 SignUp = Callable[..., Account]
 
 
-def start_api(owner_url: str, redis_url: str, state_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    """`tenantry serve` in a subprocess (real gunicorn, real HTTP); returns it and its URL.
-    It gets the role DSNs explicitly: the roles' generated passwords are in this process's
-    state folder, not in the one it is given."""
+def start_api(
+    owner_url: str, redis_url: str, state_dir: Path, *, threads: int = 8, **env: str
+) -> tuple[subprocess.Popen, str]:
+    """`tenantry serve` in a subprocess (real gunicorn, real HTTP; one worker of `threads`
+    threads); returns it and its URL. It gets the role DSNs explicitly: the roles'
+    generated passwords are in this process's state folder, not in the one it is given."""
     return spawn(
         role_environment(Settings(database_url=owner_url))
         | {
@@ -72,6 +74,7 @@ def start_api(owner_url: str, redis_url: str, state_dir: Path, **env: str) -> tu
         | env,
         free_port(),
         state_dir / "api.log",
+        threads=threads,
     )
 
 

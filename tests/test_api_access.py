@@ -140,13 +140,11 @@ def test_invitation_create_list_accept(http, sign_up, outbox):
     assert "token" not in items[invitation["invitation_id"]] and "token_hash" not in items[invitation["invitation_id"]]
 
     # a new account needs a name and a password (of at least 10 characters)
-    problem(
-        http.post("/v1/invitations/accept", json={"token": invitation["token"]}), 422, "invalid_parameter", field="name"
-    )
+    problem(http.post("/v1/invitations/accept", json={"token": invitation["token"]}), 422, "invalid_body", field="name")
     problem(
         http.post("/v1/invitations/accept", json={"token": invitation["token"], "name": "N"}),
         422,
-        "invalid_parameter",
+        "invalid_body",
         field="password",
     )
     problem(
@@ -430,10 +428,10 @@ def test_api_key_scope_rules(http, sign_up, outbox):
     developer = add_member(http, outbox, account, "developer")
     problem(create_key(http, developer, ["projects:read", "members:manage"]), 403, "scope_escalation", field="scopes")
     assert create_key(http, developer, ["projects:read", "keys:manage"]).status_code == 201
-    problem(create_key(http, account, ["projects:read", "no:such-scope"]), 422, "invalid_parameter", field="scopes")
+    problem(create_key(http, account, ["projects:read", "no:such-scope"]), 422, "invalid_body", field="scopes")
     problem(create_key(http, account, []), 422, "invalid_body", field="scopes")
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
-    problem(create_key(http, account, ["projects:read"], expires_at=past), 422, "invalid_parameter", field="expires_at")
+    problem(create_key(http, account, ["projects:read"], expires_at=past), 422, "invalid_body", field="expires_at")
     member = add_member(http, outbox, account, "member")
     problem(create_key(http, member, ["projects:read"]), 403, "missing_scope")
     # a key with keys:manage cannot mint a key broader than itself

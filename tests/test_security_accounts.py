@@ -388,7 +388,7 @@ def test_owners_and_admins_change_the_tenants_name_and_settings(http, sign_up, o
         ({"settings": {"timezone": "Mars/Olympus_Mons"}}, "settings.timezone"),
         ({"settings": {"default_task_priority": "whenever"}}, "settings.default_task_priority"),
     ]:
-        problem(http.patch("/v1/tenant", headers=account.headers, json=change), 422, "invalid_parameter", field)
+        problem(http.patch("/v1/tenant", headers=account.headers, json=change), 422, "invalid_body", field)
     problem(http.patch("/v1/tenant", headers=account.headers, json={"name": "  "}), 422, "invalid_value", "name")
     problem(
         http.patch("/v1/tenant", headers=account.headers, json={"plan_id": "enterprise"}),

@@ -76,7 +76,7 @@ def test_an_invitation_token_alone_does_not_add_an_existing_account(http, sign_u
     problem(accept(http, token, {"X-API-Key": key.json()["key"]}), 403, "user_token_required")
 
     # the account itself, logged in: joins; a name or password is refused then
-    problem(accept(http, token, invitee.headers, name="x"), 422, "invalid_parameter", field="name")
+    problem(accept(http, token, invitee.headers, name="x"), 422, "invalid_body", field="name")
     accepted = accept(http, token, invitee.headers)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json() == {

@@ -13,7 +13,18 @@ import falcon
 
 from api import models, security
 from api.errors import Problem
-from api.resources.base import PAGE_QUERY, body, call, call_one, list_page, open_transaction, principal, shape
+from api.resources.base import (
+    PAGE_QUERY,
+    body,
+    call,
+    call_one,
+    list_page,
+    open_transaction,
+    preconditions,
+    principal,
+    represent,
+    shape,
+)
 from api.spec import operation
 from db.context import Context, Database
 
@@ -38,21 +49,26 @@ class MemberResource:
         function="api.set_member_role",
         body=models.MemberChange,
         response=models.Membership,
+        conditional=True,
         errors=(403, 404, 409),
     )
     def on_patch(self, req: falcon.Request, resp: falcon.Response, user_id: uuid.UUID) -> None:
         data = body(req, models.MemberChange)
-        resp.media = shape(models.Membership, call_one(req, user_id=user_id, **data.model_dump()))
+        represent(
+            req, resp, models.Membership, call_one(req, user_id=user_id, **data.model_dump(), **preconditions(req))
+        )
 
     @operation(
         summary="Remove a member (or leave the tenant); their sessions here end",
         scope="members:manage",
         function="api.remove_member",
         response=models.Membership,
+        conditional=True,
         errors=(403, 404, 409),
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: uuid.UUID) -> None:
-        resp.media = shape(models.Membership, call_one(req, user_id=user_id))
+        # the membership is gone: no ETag (a version of nothing); If-Match still guards the removal
+        resp.media = shape(models.Membership, call_one(req, user_id=user_id, **preconditions(req)))
 
 
 def _invitation(data: dict) -> dict:

@@ -20,7 +20,7 @@ from api import models, security
 from api.client import client_address
 from api.errors import Problem
 from api.resources import auth, work
-from api.resources.base import body, call, call_one, open_transaction, principal, shape
+from api.resources.base import body, call, call_one, open_transaction, preconditions, principal, represent, shape
 from api.spec import operation
 from db.context import Context, Database
 from db.settings import Settings
@@ -148,8 +148,9 @@ class TenantResource(work.TenantResource):
         function="api.update_tenant",
         body=models.TenantChange,
         response=models.Tenant,
+        conditional=True,
         errors=(422,),
     )
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         changes = body(req, models.TenantChange).model_dump(mode="json", exclude_unset=True)
-        resp.media = shape(models.Tenant, call_one(req, changes=Jsonb(changes)))
+        represent(req, resp, models.Tenant, call_one(req, changes=Jsonb(changes), **preconditions(req)))

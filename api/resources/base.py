@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -16,9 +17,10 @@ import falcon
 import falcon.routing
 import psycopg
 from psycopg import sql
+from psycopg.types.numeric import Int8
 from pydantic import BaseModel, ValidationError
 
-from api.errors import Problem
+from api.errors import Problem, invalid_parameter
 from api.pipeline import Principal
 from api.spec import functions_of
 from db.context import Context, Database
@@ -114,12 +116,16 @@ def shape(model: type[BaseModel], data: dict) -> dict:
 # -- keyset pagination ------------------------------------------------------------------
 
 
+# Query parameters: the pipeline refuses undeclared and repeated ones; these read the
+# values, and a malformed one is 400 invalid_parameter naming it (api/errors.py).
+
+
 def limit_param(req: falcon.Request) -> int:
     raw = req.get_param("limit")
     if raw is None:
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise Problem(422, "invalid_parameter", f"limit must be between 1 and {MAX_LIMIT}.", field="limit")
+        raise invalid_parameter("limit", f"limit must be between 1 and {MAX_LIMIT}.")
     return int(raw)
 
 
@@ -134,7 +140,7 @@ def cursor_param(req: falcon.Request) -> tuple[dt.datetime | None, uuid.UUID | N
         created_at, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         return dt.datetime.fromisoformat(created_at), uuid.UUID(key)
     except (ValueError, TypeError, RecursionError):
-        raise Problem(422, "invalid_parameter", "cursor is not one this API issued.", field="cursor") from None
+        raise invalid_parameter("cursor", "cursor is not one this API issued.") from None
 
 
 def list_page(
@@ -183,5 +189,113 @@ def uuid_param(req: falcon.Request, name: str) -> uuid.UUID | None:
         return None
     value = canonical_uuid(raw)
     if value is None:
-        raise Problem(422, "invalid_parameter", f"{name} must be a UUID (8-4-4-4-12 hex digits).", field=name)
+        raise invalid_parameter(name, f"{name} must be a UUID (8-4-4-4-12 hex digits).")
     return value
+
+
+def bool_param(req: falcon.Request, name: str, *, default: bool = False) -> bool:
+    """`true` or `false`, exactly (not 1/0, yes/no or another case: one spelling, as in JSON)."""
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise invalid_parameter(name, f"{name} must be true or false.")
+    return raw == "true"
+
+
+# -- conditional requests: the row version is the ETag -----------------------------------
+#
+# A versioned row (row_version, updated_at: migration 0007) is answered with
+# `ETag: "<row_version>"` (strong) and `Last-Modified` (updated_at). Changes take
+# If-Match / If-Unmodified-Since, which the SQL function checks in its UPDATE's WHERE,
+# atomically with the change (TN020 -> 412 precondition_failed); reads take
+# If-None-Match / If-Modified-Since (304). No precondition is required (no 428): clients
+# that send none keep working, last write wins for them. Operations declare
+# `@operation(conditional=True)`, which documents the headers in the OpenAPI document.
+
+#: an entity-tag (RFC 9110, 8.8.3): optionally weak (W/), then a quoted string of etagc
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+#: a list of entity-tags, empty elements allowed (RFC 9110, 5.6.1)
+_ENTITY_TAG_LIST = re.compile(rf"[ \t]*{_ENTITY_TAG}(?:[ \t]*,(?:[ \t]*,)*[ \t]*{_ENTITY_TAG})*[ \t]*,?[ \t]*")
+_ENTITY_TAG_ITEM = re.compile(r'(W/)?"([^"]*)"')
+#: our tags are row versions: a bigint, without leading zeros
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _declared_conditional(req: falcon.Request) -> None:
+    if not req.context.operation.conditional:
+        raise ValueError("declare @operation(conditional=True) on a responder that uses conditional requests")
+
+
+def _entity_tags(req: falcon.Request, header: str) -> list[tuple[bool, str]] | None:
+    """The (weak, opaque) entity-tags of `header`; None when absent, [] never; ("*" -> [(False, "*")])."""
+    raw = req.get_header(header)
+    if raw is None:
+        return None
+    if raw.strip() == "*":
+        return [(False, "*")]
+    if not _ENTITY_TAG_LIST.fullmatch(raw):
+        raise Problem(
+            400,
+            "invalid_header",
+            f'{header} must be "*" or a list of entity tags such as "3" (in double quotes).',
+            field=header,
+        )
+    return [(weak == "W/", opaque) for weak, opaque in _ENTITY_TAG_ITEM.findall(raw)]
+
+
+def _http_date(req: falcon.Request, header: str) -> dt.datetime | None:
+    """The HTTP-date of `header`; None when absent or invalid (RFC 9110, 13.1.3-13.1.4: ignored)."""
+    raw = req.get_header(header)
+    if raw is None:
+        return None
+    try:
+        return falcon.http_date_to_dt(raw.strip(), obs_date=True).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def preconditions(req: falcon.Request) -> dict[str, Any]:
+    """If-Match and If-Unmodified-Since as the SQL function's p_if_match (row versions;
+    None: unconditional) and p_if_unmodified_since, for `call(req, **preconditions(req))`.
+
+    `*` matches any current version (a missing row is 404 whatever the preconditions,
+    RFC 9110, 13.2.1). A weak tag, or a tag that is not one of our versions, never
+    matches (strong comparison), so a list of only such tags is 412. If-Unmodified-Since
+    counts only without If-Match (RFC 9110, 13.2.2)."""
+    _declared_conditional(req)
+    tags = _entity_tags(req, "If-Match")
+    if tags is None:
+        return {"if_match": None, "if_unmodified_since": _http_date(req, "If-Unmodified-Since")}
+    if (False, "*") in tags:
+        return {"if_match": None, "if_unmodified_since": None}
+    versions = [Int8(int(opaque)) for weak, opaque in tags if not weak and _VERSION.fullmatch(opaque)]
+    return {"if_match": versions, "if_unmodified_since": None}
+
+
+def etag(row: dict) -> str:
+    """The row's strong entity tag: its version, quoted."""
+    return f'"{row["row_version"]}"'
+
+
+def _not_modified(req: falcon.Request, row: dict) -> bool:
+    """A GET's If-None-Match (weak comparison: W/"3" matches "3") names the row's version,
+    or (without If-None-Match) If-Modified-Since is not older than its last change."""
+    tags = _entity_tags(req, "If-None-Match")
+    if tags is not None:
+        return any(opaque in ("*", str(row["row_version"])) for _, opaque in tags)
+    since = _http_date(req, "If-Modified-Since")
+    return since is not None and row["updated_at"].replace(microsecond=0) <= since
+
+
+def represent(req: falcon.Request, resp: falcon.Response, model: type[BaseModel], row: dict, status: int = 200) -> None:
+    """Answer with a versioned row as `model`, its ETag and Last-Modified; a GET whose
+    If-None-Match or If-Modified-Since says the client has this version is 304, no body."""
+    _declared_conditional(req)
+    resp.set_header("ETag", etag(row))
+    resp.set_header("Last-Modified", format_datetime(row["updated_at"].astimezone(dt.UTC), usegmt=True))
+    if req.method in ("GET", "HEAD") and _not_modified(req, row):
+        resp.status = 304
+        return
+    resp.media = shape(model, row)
+    resp.status = status

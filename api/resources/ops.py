@@ -13,6 +13,10 @@ from pydantic import SecretStr
 
 from api.client import client_address, is_loopback
 from api.errors import Problem
+from api.ratelimit import RateLimiter
+from db import errors as db_errors
+from db.context import Database
+from db.settings import API_ROLE
 
 
 class HealthResource:
@@ -23,30 +27,31 @@ class HealthResource:
 
 
 class ReadyResource:
-    """Readiness: the database and Redis answer (503 naming what does not)."""
+    """Readiness: the database answers (503 with Retry-After while it does not). Redis is
+    reported but does not decide: rate limits fail open without it (api/ratelimit.py), so
+    an API without Redis still serves. Both checks answer fast when their server is down
+    (db/context.py: no wait for the pool once the database is known to be unreachable;
+    Redis: the limiter's short timeouts)."""
 
-    def __init__(self, pool, redis_client) -> None:
-        self.pool = pool
-        self.redis = redis_client
+    def __init__(self, db: Database, limiter: RateLimiter | None) -> None:
+        self.db = db  # not touched until a request comes (routes() are built without a database)
+        self.limiter = limiter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks: dict[str, str] = {}
         try:
-            with self.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
+            self.db.ping(API_ROLE)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"
-        if self.redis is None:
+        if self.limiter is None:
             checks["redis"] = "not configured"
         else:
-            try:
-                self.redis.ping()
-                checks["redis"] = "ok"
-            except Exception as exc:
-                checks["redis"] = f"unavailable: {type(exc).__name__}"
-        ready = all(v in ("ok", "not configured") for v in checks.values())
+            checks["redis"] = "ok" if self.limiter.ping() else "unavailable (rate limits fail open)"
+        ready = checks["database"] == "ok"
         resp.status = 200 if ready else 503
+        if not ready:
+            resp.set_header("Retry-After", str(db_errors.CONNECTION_EXCEPTION.retry_after))
         resp.media = {"status": "ready" if ready else "not ready", "checks": checks}
 
 

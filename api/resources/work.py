@@ -8,12 +8,21 @@ import falcon
 from psycopg.types.json import Jsonb
 
 from api import models
-from api.resources.base import PAGE_QUERY, body, call_one, list_page, shape, uuid_param
+from api.resources.base import (
+    PAGE_QUERY,
+    body,
+    bool_param,
+    call_one,
+    list_page,
+    preconditions,
+    represent,
+    uuid_param,
+)
 from api.spec import operation
 
 
 def _include_deleted(req: falcon.Request) -> bool:
-    return req.get_param_as_bool("include_deleted", default=False)
+    return bool_param(req, "include_deleted")
 
 
 class ProjectsResource:
@@ -36,12 +45,12 @@ class ProjectsResource:
         response=models.Project,
         status=201,
         idempotent_post=True,
+        conditional=True,
         errors=(409, 422),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.ProjectCreate)
-        resp.media = shape(models.Project, call_one(req, **data.model_dump()))
-        resp.status = 201
+        represent(req, resp, models.Project, call_one(req, **data.model_dump()), status=201)
 
 
 class ProjectResource:
@@ -50,10 +59,11 @@ class ProjectResource:
         scope="projects:read",
         function="api.get_project",
         response=models.Project,
+        conditional=True,
         errors=(404,),
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response, project_id: uuid.UUID) -> None:
-        resp.media = shape(models.Project, call_one(req, project_id=project_id))
+        represent(req, resp, models.Project, call_one(req, project_id=project_id))
 
     @operation(
         summary="Change a project's name or description",
@@ -61,21 +71,24 @@ class ProjectResource:
         function="api.update_project",
         body=models.ProjectChange,
         response=models.Project,
+        conditional=True,
         errors=(404, 409, 422),
     )
     def on_patch(self, req: falcon.Request, resp: falcon.Response, project_id: uuid.UUID) -> None:
         changes = body(req, models.ProjectChange).model_dump(mode="json", exclude_unset=True)
-        resp.media = shape(models.Project, call_one(req, project_id=project_id, changes=Jsonb(changes)))
+        found = call_one(req, project_id=project_id, changes=Jsonb(changes), **preconditions(req))
+        represent(req, resp, models.Project, found)
 
     @operation(
         summary="Soft-delete a project and its live tasks",
         scope="projects:write",
         function="api.delete_project",
         response=models.Project,
+        conditional=True,
         errors=(404,),
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response, project_id: uuid.UUID) -> None:
-        resp.media = shape(models.Project, call_one(req, project_id=project_id))
+        represent(req, resp, models.Project, call_one(req, project_id=project_id, **preconditions(req)))
 
 
 class TasksResource:
@@ -99,7 +112,7 @@ class TasksResource:
             models.Task,
             "task_id",
             project_id=uuid_param(req, "project_id"),
-            status=req.get_param("status"),
+            status=req.get_param("status"),  # api.list_tasks refuses a status no task can have (TP001)
             assignee_id=uuid_param(req, "assignee_id"),
             include_deleted=_include_deleted(req),
         )
@@ -112,20 +125,25 @@ class TasksResource:
         response=models.Task,
         status=201,
         idempotent_post=True,
+        conditional=True,
         errors=(404, 409, 422),
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         data = body(req, models.TaskCreate)
-        resp.media = shape(models.Task, call_one(req, **data.model_dump()))
-        resp.status = 201
+        represent(req, resp, models.Task, call_one(req, **data.model_dump()), status=201)
 
 
 class TaskResource:
     @operation(
-        summary="Get a task", scope="projects:read", function="api.get_task", response=models.Task, errors=(404,)
+        summary="Get a task",
+        scope="projects:read",
+        function="api.get_task",
+        response=models.Task,
+        conditional=True,
+        errors=(404,),
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        resp.media = shape(models.Task, call_one(req, task_id=task_id))
+        represent(req, resp, models.Task, call_one(req, task_id=task_id))
 
     @operation(
         summary="Change a task (null clears assignee_id or due_date)",
@@ -133,24 +151,32 @@ class TaskResource:
         function="api.update_task",
         body=models.TaskChange,
         response=models.Task,
+        conditional=True,
         errors=(404, 409, 422),
     )
     def on_patch(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
         changes = body(req, models.TaskChange).model_dump(mode="json", exclude_unset=True)
-        resp.media = shape(models.Task, call_one(req, task_id=task_id, changes=Jsonb(changes)))
+        represent(req, resp, models.Task, call_one(req, task_id=task_id, changes=Jsonb(changes), **preconditions(req)))
 
     @operation(
         summary="Soft-delete a task",
         scope="projects:write",
         function="api.delete_task",
         response=models.Task,
+        conditional=True,
         errors=(404,),
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        resp.media = shape(models.Task, call_one(req, task_id=task_id))
+        represent(req, resp, models.Task, call_one(req, task_id=task_id, **preconditions(req)))
 
 
 class TenantResource:
-    @operation(summary="The caller's tenant", scope="tenant:read", function="api.get_tenant", response=models.Tenant)
+    @operation(
+        summary="The caller's tenant",
+        scope="tenant:read",
+        function="api.get_tenant",
+        response=models.Tenant,
+        conditional=True,
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = shape(models.Tenant, call_one(req))
+        represent(req, resp, models.Tenant, call_one(req))

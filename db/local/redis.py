@@ -115,6 +115,8 @@ class LocalRedis:
             binary, "--port", str(self.port), "--bind", self.host, "--daemonize", "yes",
             "--pidfile", str(self.pid_file), "--logfile", str(self.log_file),
             "--dir", str(self.home), "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            # never evict: it holds the job queues and the API-call counts (docs/jobs.md)
+            "--maxmemory-policy", "noeviction",
         ], capture_output=True, text=True, timeout=30)  # fmt: skip
         if result.returncode != 0:
             raise RedisServerError(

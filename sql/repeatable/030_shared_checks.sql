@@ -80,3 +80,49 @@ BEGIN
     END IF;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- query filters
+----------------------------------------------------------------------------------------
+
+-- Raise TP001 (the API's 400 invalid_parameter, COLUMN p_parameter) when p_value fails a
+-- CHECK constraint on p_table's column p_column alone: a list filtered on a value no row
+-- can hold (`status=bogus`) is the client's mistake, not an empty page. The allowed
+-- values stay written once, in the constraint: its own expression (from the catalog) is
+-- evaluated on the value, which is passed as a parameter, never spliced into the SQL.
+-- A value that is not even of the column's type fails too; NULL (no filter) passes.
+CREATE OR REPLACE FUNCTION core.assert_column_allows(
+    p_table regclass, p_column text, p_value text, p_parameter text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_check record;
+    v_ok boolean;
+    v_parameter text := coalesce(p_parameter, p_column);
+BEGIN
+    IF p_value IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_check IN
+        SELECT pg_catalog.pg_get_expr(c.conbin, c.conrelid) AS expression,
+               pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+          FROM pg_catalog.pg_constraint AS c
+          JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+         WHERE c.conrelid = p_table AND c.contype = 'c' AND pg_catalog.cardinality(c.conkey) = 1
+           AND a.attname = p_column
+    LOOP
+        BEGIN
+            EXECUTE format('SELECT %s FROM (SELECT $1::%s AS %I) AS v', v_check.expression, v_check.type, p_column)
+               INTO v_ok USING p_value;
+        EXCEPTION WHEN data_exception THEN
+            v_ok := false;  -- not a value of the column's type at all
+        END;
+        IF v_ok IS FALSE THEN  -- as a CHECK judges: only false refuses
+            RAISE EXCEPTION '% is not a possible %', p_value, v_parameter USING
+                ERRCODE = 'TP001', COLUMN = v_parameter;
+        END IF;
+    END LOOP;
+END
+$$;

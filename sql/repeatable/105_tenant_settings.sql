@@ -75,7 +75,16 @@ $$;
 
 -- Change the calling tenant's name and/or settings (p_changes: {"name", "settings"}).
 -- Needs tenant:manage (owners and admins); a suspended tenant cannot (TN001).
-CREATE OR REPLACE FUNCTION api.update_tenant(p_tenant_id uuid, p_changes jsonb)
+-- p_if_match (row versions) and p_if_unmodified_since make the change conditional
+-- (040_timestamps.sql): checked on the row locked FOR UPDATE (the latest version, since
+-- the lock waits for a concurrent change to commit), so the check and the change are
+-- atomic; a tenant that changed since is TN020.
+CREATE OR REPLACE FUNCTION api.update_tenant(
+    p_tenant_id uuid,
+    p_changes jsonb,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.tenants
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -83,11 +92,18 @@ AS $$
 DECLARE
     v_tenant core.tenants;
     v_name text;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'tenant:manage');
     PERFORM core.assert_tenant_allows(p_tenant_id, true);
     PERFORM core.assert_known_fields(p_changes, ARRAY['name', 'settings'], 'tenant');
     SELECT * INTO v_tenant FROM core.tenants AS t WHERE t.tenant_id = p_tenant_id FOR UPDATE;
+    IF (p_if_match IS NOT NULL AND NOT v_tenant.row_version = ANY (p_if_match))
+       OR (v_before IS NOT NULL AND v_tenant.updated_at >= v_before) THEN
+        RAISE EXCEPTION 'tenant % has changed since the version you sent', p_tenant_id USING
+            ERRCODE = 'TN020',
+            HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+    END IF;
     IF p_changes ? 'name' THEN
         v_name := CASE WHEN jsonb_typeof(p_changes -> 'name') = 'string' THEN btrim(p_changes ->> 'name') END;
         IF v_name IS NULL OR length(v_name) NOT BETWEEN 1 AND 200 THEN

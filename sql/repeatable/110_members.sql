@@ -22,7 +22,40 @@ BEGIN
 END
 $$;
 
--- Row trigger on core.memberships: refuse to remove or demote the last owner.
+-- Row trigger on core.memberships, before an owner is demoted or removed: wait for any
+-- other transaction changing this tenant's owners to end. Two owners demoting or removing
+-- each other at once would otherwise both pass core.keep_an_owner (below): under READ
+-- COMMITTED each still sees the other's row as an owner, and the tenant ends with none.
+-- With this lock (held to the end of the transaction) the second one's check runs after
+-- the first commits, on a fresh snapshot, and sees its change. An advisory lock, not row
+-- locks: locking every owner row from here deadlocks (this row is already locked by the
+-- UPDATE or DELETE), and the api role may not lock the tenant's row (no UPDATE on
+-- core.tenants). On Citus the trigger runs on the worker holding the tenant's shard,
+-- where every change of the tenant's memberships runs, so the lock is taken on that
+-- node (docs/citus.md, fact 24).
+CREATE OR REPLACE FUNCTION core.serialize_owner_changes()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('tenantry.owners:' || OLD.tenant_id::text, 0));
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER serialize_owner_changes
+    BEFORE UPDATE OF role OR DELETE ON core.memberships
+    FOR EACH ROW WHEN (OLD.role = 'owner')
+    EXECUTE FUNCTION core.serialize_owner_changes();
+
+-- Row trigger on core.memberships: refuse to remove or demote the last owner. It runs
+-- after core.serialize_owner_changes took the tenant's owner lock, so it sees every
+-- other owner change that committed first.
 CREATE OR REPLACE FUNCTION core.keep_an_owner()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -91,13 +124,22 @@ END
 $$;
 
 -- Change a member's role (P0002 if not a member; 23503 for an unknown role).
-CREATE OR REPLACE FUNCTION api.set_member_role(p_tenant_id uuid, p_user_id uuid, p_role text)
+-- p_if_match (row versions) and p_if_unmodified_since make the change conditional
+-- (040_timestamps.sql): a membership that changed since is TN020.
+CREATE OR REPLACE FUNCTION api.set_member_role(
+    p_tenant_id uuid,
+    p_user_id uuid,
+    p_role text,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.memberships
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_membership core.memberships;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'members:manage');
     SELECT * INTO v_membership FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id;
@@ -108,7 +150,19 @@ BEGIN
     PERFORM core.assert_may_manage_role(p_role);
     UPDATE core.memberships SET role = p_role
      WHERE tenant_id = p_tenant_id AND user_id = p_user_id
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
     RETURNING * INTO v_membership;
+    IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id
+        ) THEN
+            RAISE EXCEPTION 'member % has changed since the version you sent', p_user_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
+        PERFORM core.raise_not_found('member', p_user_id);
+    END IF;
     RETURN v_membership;
 END
 $$;
@@ -116,13 +170,20 @@ $$;
 -- Remove a member (or leave, for oneself); their sessions in the tenant end with it
 -- (foreign key cascade), their API keys are revoked (core.revoke_member_api_keys,
 -- 130_api_keys.sql) and their tasks unassigned (core.unassign_member_tasks, 210_tasks.sql).
-CREATE OR REPLACE FUNCTION api.remove_member(p_tenant_id uuid, p_user_id uuid)
+-- Conditional like api.set_member_role.
+CREATE OR REPLACE FUNCTION api.remove_member(
+    p_tenant_id uuid,
+    p_user_id uuid,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.memberships
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_membership core.memberships;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     IF p_user_id IS DISTINCT FROM core.current_actor_id() THEN
         PERFORM core.assert_tenant_context(p_tenant_id, 'members:manage');
@@ -136,7 +197,21 @@ BEGIN
     IF p_user_id IS DISTINCT FROM core.current_actor_id() THEN
         PERFORM core.assert_may_manage_role(v_membership.role);
     END IF;
-    DELETE FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id;
+    DELETE FROM core.memberships
+     WHERE tenant_id = p_tenant_id AND user_id = p_user_id
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
+    RETURNING * INTO v_membership;
+    IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id
+        ) THEN
+            RAISE EXCEPTION 'member % has changed since the version you sent', p_user_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
+        PERFORM core.raise_not_found('member', p_user_id);
+    END IF;
     RETURN v_membership;
 END
 $$;

@@ -267,3 +267,37 @@ $$;
 CREATE OR REPLACE TRIGGER guard_tenant_writes
     BEFORE INSERT OR UPDATE OR DELETE ON core.invitations
     FOR EACH ROW EXECUTE FUNCTION core.guard_tenant_writes();
+
+----------------------------------------------------------------------------------------
+-- sweeps (worker)
+----------------------------------------------------------------------------------------
+
+-- For the sweep job (jobs/sweeps.py): delete invitations that were never accepted and
+-- expired or were revoked more than p_age ago (their token can do nothing any more; an
+-- accepted invitation stays, as the record of how a member joined). Only of active
+-- tenants: a suspended or deleted tenant's rows refuse writes (guard_tenant_writes), and
+-- one refused row would stop the whole batch. At most p_batch per call, so that one run
+-- is short. Returns how many went.
+CREATE OR REPLACE FUNCTION ops.sweep_invitations(p_age interval DEFAULT '30 days', p_batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_before timestamptz := pg_catalog.now() - p_age;
+    v_count integer;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 OR p_age IS NULL OR p_age < interval '0' THEN
+        RAISE EXCEPTION 'a sweep needs a batch of at least 1 and an age of at least 0' USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM core.invitations
+     WHERE (tenant_id, invitation_id) IN (
+        SELECT i.tenant_id, i.invitation_id
+          FROM core.invitations AS i
+          JOIN core.tenants AS t ON t.tenant_id = i.tenant_id AND t.status = 'active'
+         WHERE i.accepted_at IS NULL AND (i.expires_at < v_before OR i.revoked_at < v_before)
+         LIMIT p_batch);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;

@@ -575,3 +575,36 @@ BEGIN
     NULL;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- sweeps (worker)
+----------------------------------------------------------------------------------------
+
+-- For the sweep job (jobs/sweeps.py): delete sessions that ended (expired, or revoked)
+-- more than p_age ago, their refresh tokens with them (ON DELETE CASCADE). Until then an
+-- ended session is kept, so a reused refresh token is still told apart from an unknown
+-- one. At most p_batch sessions per call, so that one run is short (the job calls again
+-- while full batches go). Returns how many went.
+CREATE OR REPLACE FUNCTION ops.sweep_sessions(p_age interval DEFAULT '7 days', p_batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_before timestamptz := pg_catalog.now() - p_age;
+    v_count integer;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 OR p_age IS NULL OR p_age < interval '0' THEN
+        RAISE EXCEPTION 'a sweep needs a batch of at least 1 and an age of at least 0' USING ERRCODE = '22023';
+    END IF;
+    -- the batch is chosen first (a subquery with LIMIT: Citus plans it on its own, then
+    -- deletes the chosen rows on each shard)
+    DELETE FROM core.sessions
+     WHERE (tenant_id, session_id) IN (
+        SELECT s.tenant_id, s.session_id FROM core.sessions AS s
+         WHERE s.expires_at < v_before OR s.revoked_at < v_before
+         LIMIT p_batch);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;

@@ -62,3 +62,30 @@ BEGIN
      WHERE k.tenant_id = p_tenant_id AND k.key = p_key;
 END
 $$;
+
+----------------------------------------------------------------------------------------
+-- sweeps (worker)
+----------------------------------------------------------------------------------------
+
+-- For the sweep job (jobs/sweeps.py): delete the keys whose replay window ended
+-- (expires_at, from idempotency_begin's p_ttl); a request with such a key is new again.
+-- At most p_batch per call, so that one run is short. Returns how many went.
+CREATE OR REPLACE FUNCTION ops.sweep_idempotency_keys(p_batch integer DEFAULT 5000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := pg_catalog.now();
+    v_count integer;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 THEN
+        RAISE EXCEPTION 'a sweep needs a batch of at least 1' USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM core.idempotency_keys
+     WHERE (tenant_id, key) IN (
+        SELECT k.tenant_id, k.key FROM core.idempotency_keys AS k WHERE k.expires_at < v_now LIMIT p_batch);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;

@@ -96,13 +96,23 @@ END
 $$;
 
 -- Change name and/or description of a live project: p_changes holds the new values.
-CREATE OR REPLACE FUNCTION api.update_project(p_tenant_id uuid, p_project_id uuid, p_changes jsonb)
+-- p_if_match (row versions) and p_if_unmodified_since make the change conditional
+-- (040_timestamps.sql): a live project that changed since is TN020, a missing one P0002
+-- (a missing resource is not found whatever the preconditions, RFC 9110, 13.2.1).
+CREATE OR REPLACE FUNCTION api.update_project(
+    p_tenant_id uuid,
+    p_project_id uuid,
+    p_changes jsonb,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.projects
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     PERFORM core.assert_known_fields(p_changes, ARRAY['name', 'description'], 'project');
@@ -110,8 +120,18 @@ BEGIN
         name        = CASE WHEN p_changes ? 'name' THEN p_changes ->> 'name' ELSE name END,
         description = CASE WHEN p_changes ? 'description' THEN p_changes ->> 'description' ELSE description END
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
     RETURNING * INTO v_project;
     IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.projects
+             WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
+        ) THEN
+            RAISE EXCEPTION 'project % has changed since the version you sent', p_project_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
         PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     RETURN v_project;
@@ -120,20 +140,37 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
--- Soft-delete a live project and (by trigger) its live tasks.
-CREATE OR REPLACE FUNCTION api.delete_project(p_tenant_id uuid, p_project_id uuid)
+-- Soft-delete a live project and (by trigger) its live tasks; conditional like
+-- api.update_project.
+CREATE OR REPLACE FUNCTION api.delete_project(
+    p_tenant_id uuid,
+    p_project_id uuid,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.projects
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_project core.projects;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     UPDATE core.projects SET deleted_at = now()
      WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
     RETURNING * INTO v_project;
     IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.projects
+             WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
+        ) THEN
+            RAISE EXCEPTION 'project % has changed since the version you sent', p_project_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
         PERFORM core.raise_not_found('project', p_project_id);
     END IF;
     RETURN v_project;

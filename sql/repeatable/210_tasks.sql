@@ -65,7 +65,8 @@ END
 $$;
 
 -- A page of tasks in (created_at, task_id) order, filtered by project, status and
--- assignee when given, after the given keyset cursor.
+-- assignee when given, after the given keyset cursor. A status no task can have (the
+-- CHECK on core.tasks.status says which) is TP001 naming `status`, not an empty page.
 CREATE OR REPLACE FUNCTION api.list_tasks(
     p_tenant_id uuid,
     p_project_id uuid DEFAULT NULL,
@@ -83,6 +84,7 @@ AS $$
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:read');
     PERFORM core.assert_page_size(p_limit);
+    PERFORM core.assert_column_allows('core.tasks', 'status', p_status);
     RETURN QUERY
         SELECT * FROM core.tasks
          WHERE tenant_id = p_tenant_id
@@ -101,14 +103,23 @@ $$;
 -- optional fields assignee_id and due_date). Moving to another project needs a live
 -- project of the same tenant. Typed values are parsed before the UPDATE (Citus allows
 -- only IMMUTABLE expressions in an UPDATE's CASE, and text::date is not: docs/citus.md,
--- fact 14), and a value that does not parse is 22023 naming its field.
-CREATE OR REPLACE FUNCTION api.update_task(p_tenant_id uuid, p_task_id uuid, p_changes jsonb)
+-- fact 14), and a value that does not parse is 22023 naming its field. p_if_match (row
+-- versions) and p_if_unmodified_since make the change conditional (040_timestamps.sql):
+-- a live task that changed since is TN020, a missing one P0002.
+CREATE OR REPLACE FUNCTION api.update_task(
+    p_tenant_id uuid,
+    p_task_id uuid,
+    p_changes jsonb,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.tasks
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
     v_field text;
     v_assignee_id uuid;
     v_due_date date;
@@ -143,28 +154,54 @@ BEGIN
         due_date    = CASE WHEN p_changes ? 'due_date' THEN v_due_date ELSE due_date END,
         project_id  = CASE WHEN p_changes ? 'project_id' THEN v_project_id ELSE project_id END
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
     RETURNING * INTO v_task;
     IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.tasks
+             WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+        ) THEN
+            RAISE EXCEPTION 'task % has changed since the version you sent', p_task_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
         PERFORM core.raise_not_found('task', p_task_id);
     END IF;
     RETURN v_task;
 END
 $$;
 
--- Soft-delete a live task.
-CREATE OR REPLACE FUNCTION api.delete_task(p_tenant_id uuid, p_task_id uuid)
+-- Soft-delete a live task; conditional like api.update_task.
+CREATE OR REPLACE FUNCTION api.delete_task(
+    p_tenant_id uuid,
+    p_task_id uuid,
+    p_if_match bigint[] DEFAULT NULL,
+    p_if_unmodified_since timestamptz DEFAULT NULL
+)
 RETURNS core.tasks
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task core.tasks;
+    v_before timestamptz := p_if_unmodified_since + interval '1 second';
 BEGIN
     PERFORM core.assert_tenant_context(p_tenant_id, 'projects:write');
     UPDATE core.tasks SET deleted_at = now()
      WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+       AND (p_if_match IS NULL OR row_version = ANY (p_if_match))
+       AND (v_before IS NULL OR updated_at < v_before)
     RETURNING * INTO v_task;
     IF NOT FOUND THEN
+        IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
+            SELECT 1 FROM core.tasks
+             WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
+        ) THEN
+            RAISE EXCEPTION 'task % has changed since the version you sent', p_task_id USING
+                ERRCODE = 'TN020',
+                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        END IF;
         PERFORM core.raise_not_found('task', p_task_id);
     END IF;
     RETURN v_task;
@@ -175,17 +212,37 @@ $$;
 -- soft delete
 ----------------------------------------------------------------------------------------
 
--- Row trigger on core.tasks: a live task needs a live project.
+-- Row trigger on core.tasks: a live task needs a live project. A task that becomes live
+-- in a project (created, moved in, or undeleted) locks the project's row FOR SHARE and
+-- reads deleted_at under the lock. That closes the race with a concurrent soft delete
+-- (api.delete_project): a delete that came first makes the lock wait for its commit and
+-- the check then sees the deleted project (TN010); a task that came first makes the
+-- delete's UPDATE wait for the task's commit, and the cascade
+-- (core.cascade_project_soft_delete), a new statement with a new snapshot, then finds the
+-- committed task and deletes it too. FOR SHARE, not FOR KEY SHARE: only FOR SHARE
+-- conflicts with the delete's UPDATE of a non-key column. It needs the UPDATE privilege
+-- and the UPDATE policy on core.projects, which the api role has for its own tenant. On
+-- Citus the trigger runs on the shard's node, where the lock is taken (docs/citus.md,
+-- fact 25). A change that keeps a live task in its project takes no lock: the cascade's
+-- UPDATE of that task row serializes with it already.
 CREATE OR REPLACE FUNCTION core.guard_task_project_live()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_deleted_at timestamptz;
 BEGIN
-    IF NEW.deleted_at IS NULL AND EXISTS (
-        SELECT 1 FROM core.projects
-         WHERE tenant_id = NEW.tenant_id AND project_id = NEW.project_id AND deleted_at IS NOT NULL
-    ) THEN
+    IF NEW.deleted_at IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.deleted_at IS NULL AND OLD.project_id = NEW.project_id THEN
+        RETURN NEW;
+    END IF;
+    SELECT p.deleted_at INTO v_deleted_at FROM core.projects AS p
+     WHERE p.tenant_id = NEW.tenant_id AND p.project_id = NEW.project_id
+       FOR SHARE;
+    IF v_deleted_at IS NOT NULL THEN
         RAISE EXCEPTION 'project % is deleted', NEW.project_id USING
             ERRCODE = 'TN010',
             HINT = 'Tasks can only be added to or moved into live projects.';

@@ -94,6 +94,7 @@ AS $$
 BEGIN
     PERFORM core.assert_platform_admin();
     PERFORM core.assert_page_size(p_limit);
+    PERFORM core.assert_column_allows('core.tenants', 'status', p_status);  -- TP001: a status no tenant has
     RETURN QUERY
         SELECT t.* FROM core.tenant_slugs AS s
           JOIN core.tenants AS t USING (tenant_id)

@@ -7,17 +7,45 @@
 -- plans
 ----------------------------------------------------------------------------------------
 
--- Prices in cents. An absent limit means unlimited.
-INSERT INTO core.plans (plan_id, name, price_cents, currency, limits, features) VALUES
-    ('free',       'Free',       0,     'EUR', '{"projects": 3,   "tasks": 100,   "members": 3,   "api_requests_per_minute": 60}',   '{}'),
-    ('pro',        'Pro',        4900,  'EUR', '{"projects": 100, "tasks": 10000, "members": 50,  "api_requests_per_minute": 600}',  '{webhooks,audit_export}'),
-    ('enterprise', 'Enterprise', 49900, 'EUR', '{"members": 1000, "api_requests_per_minute": 6000}',                             '{webhooks,audit_export,sso,dedicated_shard}')
+-- Prices in cents. An absent limit means unlimited. The limits are the quotas
+-- (core.quota_resources below: counted ones, and metered ones per billing period) and
+-- the API request rate; overage says whether metered units beyond the limit are
+-- blocked or billed (070_quotas.sql).
+INSERT INTO core.plans (plan_id, name, price_cents, currency, limits, features, overage) VALUES
+    ('free',       'Free',       0,     'EUR', '{"projects": 3,   "tasks": 100,   "members": 3,   "api_keys": 5,   "storage_bytes": 10000000,
+                                                 "api_calls": 10000,   "tokens": 100000,   "compute_minutes": 600,   "api_requests_per_minute": 60}',
+     '{api_keys}', 'block'),
+    ('pro',        'Pro',        4900,  'EUR', '{"projects": 100, "tasks": 10000, "members": 50,  "api_keys": 100, "storage_bytes": 1000000000,
+                                                 "api_calls": 1000000, "tokens": 10000000, "compute_minutes": 60000, "api_requests_per_minute": 600}',
+     '{api_keys,webhooks,audit_export}', 'bill'),
+    ('enterprise', 'Enterprise', 49900, 'EUR', '{"members": 1000, "api_requests_per_minute": 6000}',
+     '{api_keys,webhooks,audit_export,sso,dedicated_shard}', 'bill')
 ON CONFLICT (plan_id) DO UPDATE SET
     name = EXCLUDED.name,
     price_cents = EXCLUDED.price_cents,
     currency = EXCLUDED.currency,
     limits = EXCLUDED.limits,
-    features = EXCLUDED.features;
+    features = EXCLUDED.features,
+    overage = EXCLUDED.overage;
+
+----------------------------------------------------------------------------------------
+-- quota resources (070_quotas.sql): what the plans' limits may name
+----------------------------------------------------------------------------------------
+
+INSERT INTO core.quota_resources (resource, kind, unit, warn_at_percent, description) VALUES
+    ('members',         'counted', 'members',  80, 'Members of the tenant'),
+    ('projects',        'counted', 'projects', 80, 'Live projects (soft-deleted ones free their slot)'),
+    ('tasks',           'counted', 'tasks',    80, 'Live tasks (soft-deleted ones free their slot)'),
+    ('api_keys',        'counted', 'keys',     80, 'API keys not revoked'),
+    ('storage_bytes',   'counted', 'bytes',    80, 'UTF-8 bytes of the live projects'' names and descriptions and the live tasks'' titles and descriptions'),
+    ('api_calls',       'metered', 'calls',    80, 'API requests per billing period'),
+    ('tokens',          'metered', 'tokens',   80, 'Tokens processed per billing period'),
+    ('compute_minutes', 'metered', 'minutes',  80, 'Compute minutes per billing period')
+ON CONFLICT (resource) DO UPDATE SET
+    kind = EXCLUDED.kind,
+    unit = EXCLUDED.unit,
+    warn_at_percent = EXCLUDED.warn_at_percent,
+    description = EXCLUDED.description;
 
 ----------------------------------------------------------------------------------------
 -- scopes, roles and the role -> scope mapping
@@ -32,8 +60,30 @@ INSERT INTO core.scopes (scope, description) VALUES
     ('members:manage', 'Invite, change roles, remove members'),
     ('keys:manage',    'Create, rotate and revoke API keys'),
     ('billing:read',   'Read plan, usage and invoices'),
-    ('audit:read',     'Read the audit log')
+    ('audit:read',     'Read the audit log'),
+    ('usage:read',     'Read usage, the metric catalog and quotas'),
+    ('usage:write',    'Record usage events and reserve metered quota')
 ON CONFLICT (scope) DO UPDATE SET description = EXCLUDED.description;
+
+----------------------------------------------------------------------------------------
+-- metrics: what usage events may meter (400_usage.sql)
+----------------------------------------------------------------------------------------
+
+-- api_calls is written by ops.record_api_calls (the API's request counters); the others
+-- by clients through POST /v1/usage/events.
+INSERT INTO core.metrics (metric, unit, aggregation, property, description) VALUES
+    ('api_calls',       'calls',   'sum',          NULL,      'API requests, counted per key or user and flushed from Redis'),
+    ('tokens',          'tokens',  'sum',          NULL,      'Tokens processed'),
+    ('compute_minutes', 'minutes', 'sum',          NULL,      'Compute time'),
+    ('active_users',    'users',   'unique_count', 'user_id', 'Distinct users seen (property user_id)'),
+    ('storage_gb',      'GB',      'latest',       NULL,      'Storage in use: the latest reading'),
+    ('peak_storage_gb', 'GB',      'max',          NULL,      'Storage in use: the highest reading'),
+    ('jobs_run',        'jobs',    'count',        NULL,      'Jobs run (each event counts one, whatever its quantity)')
+ON CONFLICT (metric) DO UPDATE SET
+    unit = EXCLUDED.unit,
+    aggregation = EXCLUDED.aggregation,
+    property = EXCLUDED.property,
+    description = EXCLUDED.description;
 
 INSERT INTO core.roles (role, rank, description) VALUES
     ('owner',     60, 'Everything, including managing owners'),
@@ -53,8 +103,15 @@ UNION ALL
 SELECT 'admin', scope FROM core.scopes
 UNION ALL
 SELECT r.role, s.scope FROM (VALUES
-    ('developer', ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'keys:manage']),
-    ('member',    ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read']),
-    ('billing',   ARRAY['tenant:read', 'projects:read', 'members:read', 'billing:read']),
+    ('developer', ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'keys:manage', 'usage:read', 'usage:write']),
+    ('member',    ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'usage:read']),
+    ('billing',   ARRAY['tenant:read', 'projects:read', 'members:read', 'billing:read', 'usage:read']),
     ('viewer',    ARRAY['tenant:read', 'projects:read', 'members:read'])
 ) AS r (role, scopes), unnest(r.scopes) AS s (scope);
+
+----------------------------------------------------------------------------------------
+-- quota counters follow the plans above (070_quotas.sql): rows for every tenant and
+-- resource, counted from the real rows where new, limits as seeded
+----------------------------------------------------------------------------------------
+
+SELECT core.sync_quota_counters();
