@@ -789,8 +789,57 @@ $$;
 -- reconciliation
 ----------------------------------------------------------------------------------------
 
+-- The tenants whose counters may have drifted: an unlocked, set-based recount (each
+-- part groups by tenant_id, which Citus runs on the shards) that differs from the
+-- counters, and tenants missing counter rows. Candidates only: a write in flight can
+-- make a tenant look drifted, so ops.reconcile_quotas recounts each one under its
+-- counters' locks. This keeps a run over every tenant cheap (one pass, no locks) and
+-- its transaction short (only the candidates are locked).
+CREATE OR REPLACE FUNCTION core.quota_drift_candidates()
+RETURNS SETOF uuid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH counted AS (
+        SELECT tenant_id, 'projects'::text AS resource, count(*)::numeric AS used
+          FROM core.projects WHERE deleted_at IS NULL GROUP BY tenant_id
+        UNION ALL
+        SELECT tenant_id, 'tasks', count(*) FROM core.tasks WHERE deleted_at IS NULL GROUP BY tenant_id
+        UNION ALL
+        SELECT tenant_id, 'members', count(*) FROM core.memberships GROUP BY tenant_id
+        UNION ALL
+        SELECT tenant_id, 'api_keys', count(*) FROM core.api_keys WHERE revoked_at IS NULL GROUP BY tenant_id
+        UNION ALL
+        SELECT tenant_id, 'storage_bytes', sum(octet_length(name) + octet_length(description))
+          FROM core.projects WHERE deleted_at IS NULL GROUP BY tenant_id
+        UNION ALL
+        SELECT tenant_id, 'storage_bytes', sum(octet_length(title) + octet_length(description))
+          FROM core.tasks WHERE deleted_at IS NULL GROUP BY tenant_id
+    ), real AS (
+        SELECT tenant_id, resource, sum(used) AS used FROM counted GROUP BY tenant_id, resource
+    ), held AS (
+        SELECT tenant_id, resource, sum(units) AS reserved
+          FROM core.quota_reservations WHERE status = 'held' GROUP BY tenant_id, resource
+    ), rows_per_tenant AS (
+        SELECT tenant_id, count(*) AS n FROM core.quota_counters GROUP BY tenant_id
+    )
+    SELECT c.tenant_id
+      FROM core.quota_counters AS c
+      JOIN core.quota_resources AS r ON r.resource = c.resource
+      LEFT JOIN real ON real.tenant_id = c.tenant_id AND real.resource = c.resource
+      LEFT JOIN held ON held.tenant_id = c.tenant_id AND held.resource = c.resource
+     WHERE (r.kind = 'counted' AND c.used IS DISTINCT FROM COALESCE(real.used, 0))
+        OR (r.kind = 'metered' AND c.reserved IS DISTINCT FROM COALESCE(held.reserved, 0))
+    UNION
+    SELECT t.tenant_id
+      FROM core.tenants AS t
+      LEFT JOIN rows_per_tenant AS k ON k.tenant_id = t.tenant_id
+     WHERE COALESCE(k.n, 0) < (SELECT count(*) FROM core.quota_resources)
+$$;
+
 -- For the worker: recount the counted resources (and the metered ones' held units) of
--- one tenant, or of all, from the real rows; repair what drifted and return it
+-- one tenant, or of all that look drifted (core.quota_drift_candidates), from the real
+-- rows; repair what drifted and return it
 -- (resource '<metered>.reserved' for held units; was NULL: a missing counter created).
 -- Each counter row is locked before its count, so a concurrent write either committed
 -- first (and is counted) or moves the repaired value after.
@@ -808,8 +857,9 @@ DECLARE
     v_real numeric;
     v_created text[];
 BEGIN
-    IF p_tenant_id IS NULL THEN
-        SELECT array_agg(t.tenant_id ORDER BY t.tenant_id) INTO v_tenants FROM core.tenants AS t;
+    IF p_tenant_id IS NULL THEN  -- every tenant: only those that look drifted are locked and recounted
+        SELECT array_agg(d.candidate ORDER BY d.candidate) INTO v_tenants
+          FROM core.quota_drift_candidates() AS d (candidate);
     ELSE
         v_tenants := ARRAY[p_tenant_id];
     END IF;
