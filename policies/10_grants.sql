@@ -21,7 +21,7 @@ GRANT EXECUTE ON FUNCTION
     core.assert_tenant_allows(uuid, boolean), core.assert_scope(text),
     core.assert_may_manage_role(text), core.assert_grantable_scopes(text[]),
     core.assert_known_fields(jsonb, text[], text), core.assert_page_size(integer),
-    core.max_page_size(), core.raise_not_found(text, anyelement, text),
+    core.max_page_size(), core.raise_not_found(text, anyelement, text), core.raise_changed(text, anyelement),
     core.raise_duplicate_project_name(text), core.open_invitation_for_update(uuid, uuid),
     core.api_key_scopes(uuid, uuid), core.assert_may_manage_key(core.api_keys)
 TO tenantry_api;

@@ -23,6 +23,20 @@ BEGIN
 END
 $$;
 
+-- Raise TN020: a conditional change (If-Match, If-Unmodified-Since) found the row, but
+-- not at the version the client sent (040_timestamps.sql).
+CREATE OR REPLACE FUNCTION core.raise_changed(p_what text, p_id anyelement)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '% % has changed since the version you sent', p_what, p_id USING
+        ERRCODE = 'TN020',
+        HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+END
+$$;
+
 ----------------------------------------------------------------------------------------
 -- changeable fields
 ----------------------------------------------------------------------------------------

@@ -39,6 +39,5 @@ $$;
 -- compute that bound into a variable before the statement: Citus refuses a STABLE
 -- expression (timestamptz + interval) in a modification (docs/citus.md, fact 14).
 --
--- A changed row is TN020 ('<thing> <id> has changed since the version you sent'), raised
--- inline by each function: the api.* functions run with the caller's rights, and a core
--- helper would need its own grant.
+-- A changed row is TN020 ('<thing> <id> has changed since the version you sent'),
+-- raised by core.raise_changed (030_shared_checks.sql).

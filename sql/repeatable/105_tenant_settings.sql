@@ -100,9 +100,7 @@ BEGIN
     SELECT * INTO v_tenant FROM core.tenants AS t WHERE t.tenant_id = p_tenant_id FOR UPDATE;
     IF (p_if_match IS NOT NULL AND NOT v_tenant.row_version = ANY (p_if_match))
        OR (v_before IS NOT NULL AND v_tenant.updated_at >= v_before) THEN
-        RAISE EXCEPTION 'tenant % has changed since the version you sent', p_tenant_id USING
-            ERRCODE = 'TN020',
-            HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+        PERFORM core.raise_changed('tenant', p_tenant_id);
     END IF;
     IF p_changes ? 'name' THEN
         v_name := CASE WHEN jsonb_typeof(p_changes -> 'name') = 'string' THEN btrim(p_changes ->> 'name') END;

@@ -157,9 +157,7 @@ BEGIN
         IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
             SELECT 1 FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id
         ) THEN
-            RAISE EXCEPTION 'member % has changed since the version you sent', p_user_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('member', p_user_id);
         END IF;
         PERFORM core.raise_not_found('member', p_user_id);
     END IF;
@@ -206,9 +204,7 @@ BEGIN
         IF (p_if_match IS NOT NULL OR v_before IS NOT NULL) AND EXISTS (
             SELECT 1 FROM core.memberships WHERE tenant_id = p_tenant_id AND user_id = p_user_id
         ) THEN
-            RAISE EXCEPTION 'member % has changed since the version you sent', p_user_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('member', p_user_id);
         END IF;
         PERFORM core.raise_not_found('member', p_user_id);
     END IF;

@@ -128,9 +128,7 @@ BEGIN
             SELECT 1 FROM core.projects
              WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
         ) THEN
-            RAISE EXCEPTION 'project % has changed since the version you sent', p_project_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('project', p_project_id);
         END IF;
         PERFORM core.raise_not_found('project', p_project_id);
     END IF;
@@ -167,9 +165,7 @@ BEGIN
             SELECT 1 FROM core.projects
              WHERE tenant_id = p_tenant_id AND project_id = p_project_id AND deleted_at IS NULL
         ) THEN
-            RAISE EXCEPTION 'project % has changed since the version you sent', p_project_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('project', p_project_id);
         END IF;
         PERFORM core.raise_not_found('project', p_project_id);
     END IF;

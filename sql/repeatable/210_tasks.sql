@@ -162,9 +162,7 @@ BEGIN
             SELECT 1 FROM core.tasks
              WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
         ) THEN
-            RAISE EXCEPTION 'task % has changed since the version you sent', p_task_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('task', p_task_id);
         END IF;
         PERFORM core.raise_not_found('task', p_task_id);
     END IF;
@@ -198,9 +196,7 @@ BEGIN
             SELECT 1 FROM core.tasks
              WHERE tenant_id = p_tenant_id AND task_id = p_task_id AND deleted_at IS NULL
         ) THEN
-            RAISE EXCEPTION 'task % has changed since the version you sent', p_task_id USING
-                ERRCODE = 'TN020',
-                HINT = 'Read it again for its current ETag, re-apply your change, and send it with If-Match.';
+            PERFORM core.raise_changed('task', p_task_id);
         END IF;
         PERFORM core.raise_not_found('task', p_task_id);
     END IF;
