@@ -328,6 +328,16 @@ BEGIN
     IF v_wanted = 0 THEN
         RETURN;
     END IF;
+    IF v_wanted = 2 THEN
+        -- A two-row UPDATE locks its rows in scan order; a bitmap heap scan follows the
+        -- heap, where each update moves the row, so two writers of one tenant could lock
+        -- the pair in opposite orders and deadlock (40P01, seen under load). Lock the pair
+        -- in resource order first: LockRows runs above the Sort, so the locks follow it.
+        PERFORM 1 FROM core.quota_counters
+         WHERE tenant_id = p_tenant_id AND resource IN (p_resource, 'storage_bytes')
+         ORDER BY resource
+           FOR NO KEY UPDATE;
+    END IF;
     -- plain parameters in the CASEs (no now(), no subquery): one router-planned
     -- statement on Citus (docs/citus.md, facts 3 and 14); RETURNING tells which moved
     FOR v_moved IN
