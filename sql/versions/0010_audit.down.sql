@@ -1,0 +1,2 @@
+-- 0010 audit, undone: (filled by its issue's work)
+SELECT 1;

@@ -1,0 +1,2 @@
+-- 0011 webhooks: (filled by its issue's work)
+SELECT 1;
