@@ -45,3 +45,15 @@ SELECT * FROM analytics.tenant_overview_rows();
 
 COMMENT ON VIEW analytics.tenant_overview IS
     'One row per tenant: plan, status with its timestamps, live projects, open and done tasks.';
+COMMENT ON COLUMN analytics.tenant_overview.tenant_id IS 'The tenant.';
+COMMENT ON COLUMN analytics.tenant_overview.slug IS 'Its slug (unique across tenants).';
+COMMENT ON COLUMN analytics.tenant_overview.name IS 'Its display name.';
+COMMENT ON COLUMN analytics.tenant_overview.plan_id IS 'Its plan.';
+COMMENT ON COLUMN analytics.tenant_overview.plan_price_cents IS 'The plan''s list price per month, in cents.';
+COMMENT ON COLUMN analytics.tenant_overview.status IS 'active, suspended (reads only) or deleted.';
+COMMENT ON COLUMN analytics.tenant_overview.created_at IS 'When the tenant was created.';
+COMMENT ON COLUMN analytics.tenant_overview.suspended_at IS 'When it was suspended, while it is.';
+COMMENT ON COLUMN analytics.tenant_overview.deleted_at IS 'When it was deleted, if it was.';
+COMMENT ON COLUMN analytics.tenant_overview.live_projects IS 'Projects not deleted.';
+COMMENT ON COLUMN analytics.tenant_overview.open_tasks IS 'Live tasks to do or in progress.';
+COMMENT ON COLUMN analytics.tenant_overview.done_tasks IS 'Live tasks done.';

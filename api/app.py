@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import falcon
 
-from api import encoding, errors, logs, openapi, ratelimit
+from api import encoding, errors, headers, logs, openapi, ratelimit
 from api.metering import Meter
 from api.pipeline import Pipeline, RequestIdAndMetrics
 from api.ratelimit import RateLimiter
-from api.resources import access, account, admin, auth, ops, quotas, usage, work
+from api.resources import access, account, admin, audit, auth, billing, ops, quotas, usage, webhooks, work
 from api.resources.base import UUIDConverter
 from db.context import Database
 from db.settings import API_ROLE, Settings, get_settings
@@ -21,12 +22,14 @@ def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(dumps=encoding.dumps)
 
 
-def routes(db: Database, limiter: RateLimiter | None, settings: Settings) -> list[tuple[str, Any]]:
+def routes(
+    db: Database, limiter: RateLimiter | None, settings: Settings, draining: Callable[[], bool] | None = None
+) -> list[tuple[str, Any]]:
     """Every path the API serves, with its resource."""
     sessions = auth.Sessions(db, settings)
     return [
         ("/health", ops.HealthResource()),
-        ("/ready", ops.ReadyResource(db, limiter)),
+        ("/ready", ops.ReadyResource(db, limiter, draining)),
         ("/metrics", ops.MetricsResource(settings.metrics_token)),
         ("/v1/signup", auth.SignUpResource(sessions)),
         ("/v1/auth/login", auth.LoginResource(sessions)),
@@ -73,15 +76,41 @@ def routes(db: Database, limiter: RateLimiter | None, settings: Settings) -> lis
         ("/v1/quotas/reservations/{key}/release", quotas.ReservationReleaseResource()),
         ("/v1/projects/{project_id:uuid}/restore", quotas.ProjectRestoreResource()),
         ("/v1/tasks/{task_id:uuid}/restore", quotas.TaskRestoreResource()),
+        ("/v1/webhooks", webhooks.WebhooksResource(settings)),
+        ("/v1/webhooks/{endpoint_id:uuid}", webhooks.WebhookResource(settings)),
+        ("/v1/webhooks/{endpoint_id:uuid}/deliveries", webhooks.WebhookDeliveriesResource()),
+        ("/v1/webhooks/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}", webhooks.WebhookDeliveryResource()),
+        (
+            "/v1/webhooks/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}/redeliver",
+            webhooks.WebhookRedeliverResource(),
+        ),
+        ("/v1/webhooks/{endpoint_id:uuid}/test", webhooks.WebhookTestResource()),
+        ("/v1/audit", audit.AuditResource()),
+        ("/v1/audit/export", audit.AuditExportResource(db)),
+        ("/v1/billing/subscription", billing.SubscriptionResource()),
+        ("/v1/billing/subscription/upgrade", billing.SubscriptionUpgradeResource()),
+        ("/v1/billing/subscription/downgrade", billing.SubscriptionDowngradeResource()),
+        ("/v1/billing/subscription/cancel", billing.SubscriptionCancelResource()),
+        ("/v1/billing/usage", billing.UsageCostResource()),  # the current month and its projected cost
+        ("/v1/billing/invoices", billing.InvoicesResource()),
+        ("/v1/billing/invoices/{period}", billing.InvoiceResource()),
+        ("/v1/billing/provider-events", billing.ProviderEventsResource(db, settings)),
+        ("/v1/admin/tenants/{tenant_id:uuid}/subscription", billing.AdminSubscriptionResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/subscription/plan", billing.AdminSubscriptionPlanResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/subscription/cancel", billing.AdminSubscriptionCancelResource()),
+        ("/v1/admin/tenants/{tenant_id:uuid}/subscription/payment-method", billing.AdminPaymentMethodResource()),
         ("/v1/openapi.json", ops.OpenApiResource()),  # its document is set once built
     ]
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None) -> falcon.App:
+def create_app(
+    settings: Settings | None = None, db: Database | None = None, draining: Callable[[], bool] | None = None
+) -> falcon.App:
     """The WSGI app. Opens its pools and Redis client here: call it once per process.
 
     `db` must use dict rows; by default one is made from the settings (the caller may
-    pass its own to close it later, as tests do)."""
+    pass its own to close it later, as tests do). `draining` says when the server is
+    stopping (api/server.py): /ready answers 503 from then on."""
     settings = settings or get_settings()
     logs.configure()
     db = db or Database(settings, dict_rows=True, name="api")
@@ -95,7 +124,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     # API calls counted in Redis (api/metering.py)
     meter = Meter(redis_client, settings.api_call_window_seconds) if redis_client else None
-    middleware: list[Any] = [RequestIdAndMetrics(settings.trusted_proxy_list()), Pipeline(settings, db, limiter, meter)]
+    middleware: list[Any] = [
+        # first, so its process_response runs last: every answer gets the headers, errors included
+        headers.SecurityHeaders(settings.trusted_proxy_list(), settings.hsts_max_age),
+        RequestIdAndMetrics(settings.trusted_proxy_list()),
+        headers.Cors(settings.cors_origin_list()),  # answers preflights before authentication
+        Pipeline(settings, db, limiter, meter),
+    ]
     app = falcon.App(middleware=middleware)
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
@@ -106,7 +141,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.router_options.converters["uuid"] = UUIDConverter
     errors.install(app)
 
-    table = routes(db, limiter, settings)
+    table = routes(db, limiter, settings, draining)
     try:
         release = version("tenantry")
     except PackageNotFoundError:  # pragma: no cover

@@ -1,6 +1,7 @@
 """Reading a request body within a deadline and a size limit (api/pipeline.py uses it).
 
-Server-specific (gunicorn's client socket), so kept apart: issue 10 may change the server.
+Server-specific (gunicorn's client socket), so kept apart. Bodies up to 64 KiB of declared
+length never get here slowly: api/server.py reads them with the head, in the event loop.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def read_body(env: dict[str, Any], length: int | None, limit: int, timeout: floa
     end, but never more than `limit` + 1 bytes (so the caller sees it is too large), and
     within `timeout` seconds for the WHOLE body.
 
-    Server-specific, kept in this one function (issue 10 may change the server): a WSGI
+    Server-specific, kept in this one function (gunicorn: api/server.py says why): a WSGI
     stream has no deadline of its own, and a socket timeout bounds each recv(), not the
     body: gunicorn's reader loops until it has the bytes asked for, so a client sending
     a byte every few seconds would hold the thread for ever. So at the deadline the

@@ -23,3 +23,25 @@ def configure(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def server_logconfig() -> dict:
+    """logging.dictConfig for the HTTP server's own messages (api/server.py: workers
+    booting, draining, requests refused before the app) in the same JSON lines as the app's
+    (gunicorn writes plain text otherwise). Its access log stays off: the app logs each request."""
+    formatter = {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        "rename_fields": {"asctime": "time", "levelname": "level"},
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        # gunicorn's names: its defaults (merged with this) refer to them
+        "handlers": {
+            name: {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+            for name in ("console", "error_console")
+        },
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False}},
+    }

@@ -7,6 +7,18 @@ anonymous rate limit) -> rate limit (Redis, by principal, from the tenant's plan
 transaction opens with SET LOCAL app.* -> Idempotency-Key claimed in that transaction
 -> the responder calls one api.* function -> response stored for the key -> commit
 (or rollback on any error) -> headers and metrics.
+
+One round trip (issue 10). The transaction is opened deferred (db.context.Connection):
+`BEGIN; SET LOCAL app.*; SELECT ... FROM auth.check_session()` is sent together with the
+request's first statement, as one string, and a GET's one call carries the COMMIT too
+(api/resources/base.py). The session check still comes first in that string: a revoked
+session fails it and nothing after it runs (401 session_revoked). A user's rate limit
+needs the plan's rate, which the check returns, so it is applied when the check's rows
+arrive, before the call's rows are used; a refused request's call is rolled back (it ran
+and is undone: a limit protects capacity, and a bucket known to be empty is refused in the
+worker before any round trip, api/ratelimit.py). A request that runs no statement (refused
+by validation) has its session checked when it ends. Platform-admin calls check first,
+alone, so a non-administrator is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -38,6 +50,9 @@ log = logging.getLogger("tenantry.api")
 REQUESTS = Counter("tenantry_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("tenantry_http_request_seconds", "HTTP request latency", ["method", "route"])
 MAX_REQUEST_ID = 200
+#: every request with an access token: the session must be live (TA005), and its current
+#: role, scopes, platform-admin flag and plan rate (140_sessions.sql)
+CHECK_SESSION_SQL = "SELECT role, scopes, is_platform_admin, requests_per_minute, touch_due FROM auth.check_session()"
 
 
 @dataclass
@@ -68,6 +83,21 @@ class Principal:
 
 def _unauthorized(reason: str, detail: str) -> Problem:
     return Problem(401, reason, detail, headers={"WWW-Authenticate": 'Bearer realm="tenantry"'})
+
+
+def session_revoked(exc: psycopg.Error) -> Problem | None:
+    """The 401 for a statement that failed because the context's session has ended (TA005:
+    the session check folded into the request's first statement, or an auth.* call)."""
+    if exc.sqlstate != db_errors.SESSION_REVOKED.sqlstate:
+        return None
+    return _unauthorized(db_errors.SESSION_REVOKED.code, "The session has ended; log in again.")
+
+
+def raise_session_revoked(exc: psycopg.Error) -> None:
+    """Raise the 401 if `exc` says the session has ended; otherwise return (the caller re-raises)."""
+    problem = session_revoked(exc)
+    if problem is not None:
+        raise problem from None
 
 
 class RequestIdAndMetrics:
@@ -130,8 +160,8 @@ class Pipeline:
             return  # infrastructure routes (health, metrics) declare nothing
         req.context.operation = spec
         self._check_query(req, spec.query)
-        if req.method in ("POST", "PATCH", "PUT"):
-            self._read_body(req)
+        if req.method in ("POST", "PATCH", "PUT") and (req.content_length or 0) > self.settings.max_body_bytes:
+            raise _body_too_large(self.settings.max_body_bytes)  # declared: refused before anything else
         try:
             principal = self._authenticate(req, spec.auth)
         except Problem as refused:
@@ -140,11 +170,18 @@ class Pipeline:
                 self._charge_failed_credentials(req)
             raise
         req.context.principal = principal
+        if req.method in ("POST", "PATCH", "PUT"):
+            # after authentication (a caller without credentials is refused before its body is
+            # read: issue 10, slow clients), before the transaction (a slow body holds no connection)
+            self._read_body(req)
+        if principal.kind == "user":
+            # the user's rate limit waits for the plan's rate (the session check's rows),
+            # but a bucket this worker knows is empty refuses before any round trip
+            self._enforce_known_empty(req, principal)
         if principal.kind != "anonymous":
             self._begin(req, principal, admin=spec.auth == "admin")
-            if principal.kind == "user":
-                self._check_session(req, principal)  # also brings the plan's rate
-        self._rate_limit(req, principal)
+        if principal.kind != "user":
+            self._rate_limit(req, principal)
         if req.get_header("Idempotency-Key") is not None:
             if not spec.idempotent_post or principal.kind == "anonymous":
                 raise Problem(
@@ -158,6 +195,7 @@ class Pipeline:
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         try:
+            self._check_unchecked_session(req, resp)
             for name, value in getattr(req.context, "rate_headers", {}).items():
                 resp.set_header(name, value)
             if self.meter is not None:  # an authenticated caller's call is metered (no database write)
@@ -178,7 +216,7 @@ class Pipeline:
         commit = commit or bool(getattr(req.context, "commit_refusal", False))
         try:
             if commit and getattr(req.context, "idempotency_key", None):
-                req.context.conn.execute(
+                req.context.conn.execute_last(  # with the COMMIT: one round trip
                     "SELECT api.idempotency_finish(%s, %s, %s, %s)",
                     (
                         req.context.principal.tenant_id,
@@ -200,6 +238,25 @@ class Pipeline:
             if getattr(req.context, "touch_session", False):
                 self._touch_session(req)
 
+    def _check_unchecked_session(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """A user's request that ran no statement (refused before its call: a body the
+        model refuses, a bad header) has not had its session checked nor its rate limit
+        applied: both now, one round trip, and their refusal (401, 429) is the answer."""
+        conn = getattr(req.context, "conn", None)
+        if getattr(req.context, "transaction", None) is None or conn is None or not conn.holding:
+            return
+        if getattr(req.context, "principal", None) is None or req.context.principal.kind != "user":
+            return
+        try:
+            conn.flush()
+        except psycopg.Error as exc:
+            problem = session_revoked(exc)
+            if problem is None:
+                raise
+            render(req, resp, problem)
+        except Problem as problem:
+            render(req, resp, problem)
+
     # -- steps -------------------------------------------------------------------------
 
     def _begin(self, req: falcon.Request, principal: Principal, *, admin: bool) -> None:
@@ -217,19 +274,29 @@ class Pipeline:
             request_id=req.context.request_id,
             role=PLATFORM_ADMIN_ROLE if admin else API_ROLE,
             session_id=principal.session_id,
+            client_ip=getattr(req.context, "client_ip", None),
         )
-        transaction = self.db.transaction(context)
+        first = None
+        if principal.kind == "user":  # checked in the first statement's round trip
+            first = (CHECK_SESSION_SQL, lambda rows: self._session_checked(req, principal, rows[0]))
+        transaction = self.db.transaction(context, deferred=True, first=first)
         req.context.conn = transaction.__enter__()
         req.context.transaction = transaction
         req.context.db_context = context
+        if admin and principal.kind == "user":
+            try:  # an administrator's call: the session (and the flag) first, alone
+                req.context.conn.flush()
+            except psycopg.Error as exc:
+                raise_session_revoked(exc)
+                raise
 
     def _touch_session(self, req: falcon.Request) -> None:
         """Record that the session is in use (its idle limit starts again), in a short
         transaction of its own once the request's has ended: at most once a minute per
         session (auth.check_session says when). A failure here never fails the request."""
         try:
-            with self.db.transaction(req.context.db_context) as conn:
-                conn.execute("SELECT auth.touch_session()")
+            with self.db.transaction(req.context.db_context, deferred=True) as conn:
+                conn.execute_last("SELECT auth.touch_session()")  # BEGIN to COMMIT: one round trip
         except psycopg.Error:
             log.warning("could not record the session's use", extra={"request_id": req.context.request_id})
 
@@ -309,8 +376,9 @@ class Pipeline:
 
     def _authenticate_key(self, req: falcon.Request, key: str) -> Principal:
         prefix = security.parse_api_key(key)
-        with self.db.transaction(Context()) as conn:  # its own short transaction: usage is recorded
-            row: dict[str, Any] = conn.execute(  # type: ignore[assignment]  # the API's pools make dict rows
+        # its own short transaction (usage is recorded), BEGIN to COMMIT in one round trip
+        with self.db.transaction(Context(), deferred=True) as conn:
+            row: dict[str, Any] = conn.execute_last(  # type: ignore[assignment]  # the API's pools make dict rows
                 "SELECT * FROM auth.authenticate_api_key(%s, %s, %s)",
                 (prefix, security.sha256(key), client.client_address(req)),
             ).fetchone()
@@ -330,15 +398,10 @@ class Pipeline:
             requests_per_minute=row["requests_per_minute"],
         )
 
-    def _check_session(self, req: falcon.Request, principal: Principal) -> None:
-        try:
-            row = req.context.conn.execute(  # the session of the transaction's context (_begin)
-                "SELECT role, scopes, is_platform_admin, requests_per_minute, touch_due FROM auth.check_session()"
-            ).fetchone()
-        except psycopg.Error as exc:
-            if exc.sqlstate == db_errors.SESSION_REVOKED.sqlstate:
-                raise _unauthorized(db_errors.SESSION_REVOKED.code, "The session has ended; log in again.") from None
-            raise
+    def _session_checked(self, req: falcon.Request, principal: Principal, row: dict[str, Any]) -> None:
+        """The session check's row (auth.check_session, sent with the request's first
+        statement): the current role and scopes, the admin flag, the plan's rate. Then the
+        user's rate limit, before the first statement's rows are used."""
         principal.role, principal.scopes = row["role"], list(row["scopes"] or [])
         principal.is_platform_admin = row["is_platform_admin"]
         principal.requests_per_minute = row["requests_per_minute"]
@@ -349,6 +412,7 @@ class Pipeline:
             and not principal.is_platform_admin
         ):
             raise Problem(403, "platform_admin_required", "Only a platform administrator may do this.")
+        self._rate_limit(req, principal)
 
     def _anonymous_bucket(self, req: falcon.Request) -> tuple[str, Limit]:
         """The client's anonymous bucket: unauthenticated calls and failed credentials."""
@@ -362,6 +426,18 @@ class Pipeline:
             return
         self._enforce(req, self.limiter.hit(*self._anonymous_bucket(req)))
 
+    @staticmethod
+    def _principal_bucket(principal: Principal) -> str:
+        return f"{'user' if principal.kind == 'user' else 'key'}:{principal.actor_id}"
+
+    def _enforce_known_empty(self, req: falcon.Request, principal: Principal) -> None:
+        """429 at once if this worker knows the principal's bucket is empty (no round trip)."""
+        if self.limiter is None:
+            return
+        refused = self.limiter.known_empty(self._principal_bucket(principal))
+        if refused is not None:
+            self._enforce(req, refused)
+
     def _rate_limit(self, req: falcon.Request, principal: Principal) -> None:
         if self.limiter is None:
             return
@@ -369,7 +445,7 @@ class Pipeline:
         if principal.kind == "anonymous":
             key, limit = self._anonymous_bucket(req)
         else:
-            key = f"{'user' if principal.kind == 'user' else 'key'}:{principal.actor_id}"
+            key = self._principal_bucket(principal)
             limit = limit_for_plan(principal.requests_per_minute)
         if limit is None:
             return  # the plan has no request limit
@@ -395,10 +471,14 @@ class Pipeline:
                 422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", field="Idempotency-Key"
             )
         digest = hashlib.sha256(req.method.encode() + b" " + req.path.encode() + b"\n" + req.context.raw_body).digest()
-        row = req.context.conn.execute(
-            "SELECT state, status, response FROM api.idempotency_begin(%s, %s, %s, %s, %s)",
-            (principal.tenant_id, key, digest, req.method, req.path),
-        ).fetchone()
+        try:  # often the request's first statement: the session check rides with it
+            row = req.context.conn.execute(
+                "SELECT state, status, response FROM api.idempotency_begin(%s, %s, %s, %s, %s)",
+                (principal.tenant_id, key, digest, req.method, req.path),
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise_session_revoked(exc)
+            raise
         if row["state"] == "mismatch":
             raise Problem(
                 409,
@@ -422,4 +502,4 @@ def _body_too_large(limit: int) -> Problem:
     return Problem(413, "body_too_large", f"The body is larger than {limit} bytes.")
 
 
-__all__ = ["Pipeline", "Principal", "RequestIdAndMetrics", "render"]
+__all__ = ["Pipeline", "Principal", "RequestIdAndMetrics", "raise_session_revoked", "render"]

@@ -3,11 +3,15 @@ commands for developers and DBAs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any
 
+import psycopg
 import typer
 
-from db import dsn, lint, migrate
+from db import citus_ops, dsn, lint, migrate
 from db.friendly import friendly
 from db.local import services
 from db.local.cli import dev_cluster_app
@@ -29,9 +33,18 @@ def _owner_url() -> str:
 
 @db_app.command("migrate")
 @friendly
-def db_migrate(target: Annotated[str, typer.Argument(help="Revision to upgrade to.")] = "head") -> None:
+def db_migrate(
+    target: Annotated[str, typer.Argument(help="Revision to upgrade to.")] = "head",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the SQL it would run (pending revisions, then every repeatable file)."),
+    ] = False,
+) -> None:
     """Upgrade to a revision and re-apply functions, views and policies."""
     url = _owner_url()
+    if dry_run:
+        typer.echo(migrate.dry_run(url, target), nl=False)
+        return
     migrate.migrate(url, target, get_settings())
     typer.echo(f"migrated to {migrate.status(url).current}")
 
@@ -111,6 +124,265 @@ def db_lint() -> None:
         typer.secho(f"{len(problems)} problem(s)", fg="red", err=True)
         raise typer.Exit(1)
     typer.echo("lint: ok")
+
+
+# -- citus: DBA operations (db/citus_ops.py; docs/citus-ops.md) ----------------------------
+
+ModeOption = Annotated[
+    citus_ops.TransferMode,
+    typer.Option(
+        "--mode",
+        help="shard_transfer_mode: auto (logical replication, writes go on), force_logical, "
+        "block_writes (writes wait for the copy).",
+    ),
+]
+
+
+class RebalanceAction(StrEnum):
+    start = "start"
+    status = "status"
+    stop = "stop"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # not reached
+
+
+@contextmanager
+def _citus() -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the Citus coordinator; exit 1 ("this needs Citus")
+    on single-node PostgreSQL."""
+    with citus_ops.connect(_owner_url()) as conn:
+        yield conn
+
+
+def _follow(conn: psycopg.Connection[Any], job_id: int | None, what: str) -> None:
+    """Show a live progress bar of the newest rebalance job until it ends; exit 1 if it
+    did not finish. Ctrl-C stops watching, not the job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    last: citus_ops.RebalanceProgress | None = None
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+        ) as bar:
+            task = bar.add_task(what, total=None)
+
+            def show(progress: citus_ops.RebalanceProgress) -> None:
+                nonlocal last
+                last = progress
+                moving = f" {progress.running[0]}" if progress.running else ""
+                bar.update(
+                    task,
+                    total=progress.total or None,
+                    completed=progress.done,
+                    description=f"job {progress.job_id} {progress.state}{moving}",
+                )
+
+            citus_ops.wait_rebalance(conn, show)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped watching; job {job_id} goes on in the background (`tenantry citus rebalance stop`)")
+        raise typer.Exit(130) from None
+    if last is None:
+        typer.echo("no rebalance job")
+        return
+    typer.echo(f"job {last.job_id} {last.state}: {last.done} of {last.total} moves done")
+    for error in last.errors:
+        typer.secho(f"  {error}", fg="red", err=True)
+    if not last.succeeded:
+        raise typer.Exit(1)
+
+
+@citus_app.command("status")
+@friendly
+def citus_status(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many of the largest and busiest tenants.")] = 5,
+) -> None:
+    """Nodes and health, shards and bytes per node, skew, colocation groups, the largest
+    and busiest tenants, and the rebalancer's last job."""
+    url = _owner_url()
+    with _citus() as conn:
+        st = citus_ops.status(conn, url, limit=limit)
+    typer.echo(f"citus {st.citus_version}, coordinator {dsn.redacted(url)}")
+    shards = {s.node: s for s in st.shards}
+    typer.echo("nodes:")
+    for n in st.nodes:
+        health = {True: "healthy", False: "UNREACHABLE", None: "?"}[n.healthy]
+        role = "coordinator" if n.is_coordinator else "worker"
+        flags = "" if n.active else " INACTIVE"
+        flags += "" if n.should_have_shards or n.is_coordinator else " (draining: shouldhaveshards=false)"
+        held = shards.get(n.name)
+        typer.echo(
+            f"  {n.node_id:>3} {n.name:<22} {role:<11} {health:<11} "
+            f"{held.shards if held else 0:>5} shards {_size(held.bytes if held else 0):>10}{flags}"
+        )
+    skew = "n/a (one node, or a node without shards)" if st.skew is None else f"{st.skew:.2f}"
+    typer.echo(f"skew (bytes on the fullest node / the emptiest): {skew}")
+    typer.echo("colocation groups:")
+    for g in st.groups:
+        by = "" if g.kind == "reference" else f" by {g.distribution_column}, {g.shard_count} shards"
+        names = ", ".join(g.tables[:6]) + (f", … ({len(g.tables)} tables)" if len(g.tables) > 6 else "")
+        typer.echo(f"  {g.colocation_id:>3} {g.kind}{by}, {_size(g.bytes)}: {names}")
+    if st.counted_tables:
+        typer.echo(f"largest tenants (rows in {', '.join(st.counted_tables)}):")
+        for t in st.largest:
+            alone = "" if t.isolated_bytes is None else f"  isolated, {_size(t.isolated_bytes)}"
+            typer.echo(f"  {t.tenant.tenant_id} {t.tenant.slug:<24} {t.rows:>10} rows{alone}")
+    if st.isolated:
+        typer.echo("isolated tenants (a shard group of their own):")
+        for i in st.isolated:
+            typer.echo(f"  {i.tenant.tenant_id} {i.tenant.slug:<24} shard {i.shard_id} on {i.node}, {_size(i.bytes)}")
+    if st.busiest is None:
+        typer.echo(
+            "busiest tenants: not tracked (citus.stat_tenants_track = none; ALTER SYSTEM SET "
+            "citus.stat_tenants_track = 'all' on every node, then SELECT pg_reload_conf())"
+        )
+    else:
+        typer.echo("busiest tenants (queries in this and the last period, citus_stat_tenants):")
+        for b in st.busiest:
+            typer.echo(f"  {b.tenant} {b.slug:<24} {b.queries:>10} queries {b.cpu_seconds:>8.2f} s CPU")
+    if st.no_replica_identity:
+        typer.secho(
+            f"cannot move online (no replica identity): {', '.join(st.no_replica_identity)}", fg="yellow", err=True
+        )
+    if st.rebalance is not None:
+        r = st.rebalance
+        typer.echo(f"rebalance: job {r.job_id} {r.state}, {r.done} of {r.total} moves done")
+    for warning in st.warnings:
+        typer.secho(warning, fg="yellow", err=True)
+
+
+@citus_app.command("add-node")
+@friendly
+def citus_add_node(
+    address: Annotated[str, typer.Argument(help="The new worker as HOST:PORT (PORT defaults to 5432).")],
+) -> None:
+    """Add a worker (metadata and reference tables are copied to it); then `rebalance`."""
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "5432")
+    if not port.isdigit():
+        raise LookupError(f"not HOST:PORT: {address!r}")
+    with _citus() as conn:
+        node = citus_ops.add_node(conn, host, int(port))
+    typer.echo(f"node {node.node_id} {node.name} is in the cluster; move shards to it: `tenantry citus rebalance`")
+
+
+@citus_app.command("drain-node")
+@friendly
+def citus_drain_node(
+    node: Annotated[str, typer.Argument(help="The node: its id or HOST:PORT (see `tenantry citus status`).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until every shard has moved off.")] = False,
+    undo: Annotated[bool, typer.Option("--undo", help="Let the node hold shards again (then `rebalance`).")] = False,
+    mode: ModeOption = citus_ops.TransferMode.auto,
+) -> None:
+    """Move every shard off a node in the background (the rebalancer, drain only)."""
+    with _citus() as conn:
+        found = citus_ops.find_node(conn, node)
+        if undo:
+            citus_ops.undrain_node(conn, found)
+            typer.echo(f"{found.name} may hold shards again; move some back: `tenantry citus rebalance`")
+            return
+        job = citus_ops.drain_node(conn, found, mode)
+        if job is None:
+            typer.echo(f"{found.name} holds no shards: nothing to move")
+            return
+        typer.echo(f"draining {found.name}: job {job}")
+        if wait:
+            _follow(conn, job, f"draining {found.name}")
+        else:
+            typer.echo(
+                "follow it: `tenantry citus rebalance status` (or `--wait`); stop: `tenantry citus rebalance stop`"
+            )
+
+
+@citus_app.command("rebalance")
+@friendly
+def citus_rebalance(
+    action: Annotated[RebalanceAction, typer.Argument(help="start (the default), status, or stop.")] = (
+        RebalanceAction.start
+    ),
+    wait: Annotated[bool, typer.Option("--wait", help="Show a live progress bar until the job ends.")] = False,
+    mode: ModeOption = citus_ops.TransferMode.auto,
+) -> None:
+    """Even out shards across the workers in the background (citus_rebalance_start)."""
+    with _citus() as conn:
+        if action is RebalanceAction.stop:
+            stopped = citus_ops.rebalance_stop(conn)
+            if stopped is None:
+                typer.echo("no rebalance is running")
+            else:
+                typer.echo(f"job {stopped.job_id} {stopped.state}: {stopped.done} of {stopped.total} moves done")
+            return
+        if action is RebalanceAction.start:
+            job = citus_ops.rebalance_start(conn, mode)
+            if job is None:
+                typer.echo("balanced already: nothing to move")
+                return
+            typer.echo(f"rebalance: job {job}")
+        progress = citus_ops.rebalance_progress(conn)
+        if progress is None:
+            typer.echo("no rebalance has run")
+            return
+        if wait:
+            _follow(conn, progress.job_id, "rebalance")
+            return
+        typer.echo(f"job {progress.job_id} {progress.state}: {progress.done} of {progress.total} moves done")
+        for line in progress.running:
+            typer.echo(f"  moving {line}")
+        for error in progress.errors:
+            typer.secho(f"  {error}", fg="red", err=True)
+        if not progress.finished:
+            typer.echo("watch it: `tenantry citus rebalance status --wait`; stop: `tenantry citus rebalance stop`")
+
+
+@citus_app.command("isolate-tenant")
+@friendly
+def citus_isolate_tenant(
+    tenant: Annotated[str, typer.Argument(help="The tenant's id or slug.")],
+    to_node: Annotated[
+        str | None, typer.Option(help="Then move its shard group to this node (id or HOST:PORT).")
+    ] = None,
+    split_mode: Annotated[
+        citus_ops.TransferMode,
+        typer.Option(
+            "--split-mode",
+            help="How to split: block_writes (the default: writes to the shard wait for the split, seconds "
+            "for a small one); auto/force_logical never finish under updates (citusdata/citus#6790).",
+        ),
+    ] = citus_ops.TransferMode.block_writes,
+    mode: ModeOption = citus_ops.TransferMode.auto,
+) -> None:
+    """Give a tenant shards of its own (every colocated table), then optionally move them."""
+    with _citus() as conn:
+        found = citus_ops.resolve_tenant(conn, tenant)
+        before = citus_ops.tenant_placement(conn, found)
+        placement = citus_ops.isolate_tenant(conn, found, split_mode)
+        done = "was already isolated" if before.isolated else "isolated"
+        typer.echo(f"{found.slug} ({found.tenant_id}) {done}: shard {placement.shard_id} on {placement.node.name}")
+        if to_node is not None:
+            _, after = citus_ops.move_tenant(conn, found, citus_ops.find_node(conn, to_node), mode)
+            typer.echo(f"{found.slug} is on {after.node.name} ({_size(after.bytes)})")
+
+
+@citus_app.command("move-tenant")
+@friendly
+def citus_move_tenant(
+    tenant: Annotated[str, typer.Argument(help="The tenant's id or slug.")],
+    to_node: Annotated[str, typer.Option(help="The node to move it to (id or HOST:PORT).")],
+    mode: ModeOption = citus_ops.TransferMode.auto,
+) -> None:
+    """Move a tenant's shard group (and the tenants sharing it) to another node."""
+    with _citus() as conn:
+        found = citus_ops.resolve_tenant(conn, tenant)
+        before, after = citus_ops.move_tenant(conn, found, citus_ops.find_node(conn, to_node), mode)
+        if before.node.node_id == after.node.node_id:
+            typer.echo(f"{found.slug} is on {after.node.name} already")
+            return
+        shared = f", with {before.other_tenants} other tenant(s) sharing its shard" if before.other_tenants else ""
+        typer.echo(f"moved {found.slug} from {before.node.name} to {after.node.name} ({_size(after.bytes)}{shared})")
 
 
 # -- platform admins ----------------------------------------------------------------------

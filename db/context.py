@@ -13,10 +13,18 @@ so the request goes on with a new one instead of failing. While the server canno
 reached, `Database.transaction` raises at once (a direct connection attempt, refused in
 milliseconds, instead of waiting for the pool each time) until a probe gets through
 again; `unavailable(exc)` tells those errors from a statement's own.
+
+Round trips (issue 10). Each round trip to the server costs the API worker's CPU (psycopg
+and the system calls) as well as time, so a transaction opens in ONE string: `BEGIN; SET
+LOCAL app.* = ...` sent as a simple query (SET LOCAL, not set_config(): fact 8). With
+`deferred=True` even that is held back (`Connection.hold`) and sent with the transaction's
+first statement, and the API sends its last one with `COMMIT` (`Connection.execute_last`):
+a GET is then one round trip, BEGIN to COMMIT.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import select
 import threading
@@ -29,6 +37,7 @@ from typing import Any, Literal, get_args
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -69,6 +78,8 @@ class Context:
     #: the user's session (from their access token): the after-login auth.* functions
     #: act for the user of this session only (core.context_session)
     session_id: uuid.UUID | None = None
+    #: the client's address as the API resolved it (the audit log records it: app.client_ip)
+    client_ip: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tenant_id", _as_uuid(self.tenant_id, "tenant_id"))
@@ -79,28 +90,182 @@ class Context:
         rid = self.request_id
         if rid is not None and (len(rid) > MAX_REQUEST_ID_LENGTH or not rid.isprintable() or not rid.isascii()):
             raise ContextError(f"request_id must be printable ASCII of at most {MAX_REQUEST_ID_LENGTH} characters")
+        if self.client_ip is not None:
+            try:
+                object.__setattr__(self, "client_ip", str(ipaddress.ip_address(self.client_ip)))
+            except ValueError:
+                raise ContextError(f"client_ip must be an IP address, not {self.client_ip!r}") from None
 
     def statement(self) -> sql.Composed | None:
         """The SET LOCAL statements for this context, values quoted; None if empty."""
-        values = {
-            "app.tenant_id": self.tenant_id and str(self.tenant_id),
-            "app.actor_id": self.actor_id and str(self.actor_id),
+        statements = self._set_local()
+        return sql.SQL("; ").join(statements) if statements else None
+
+    def _values(self) -> dict[str, str | None]:
+        return {
+            "app.tenant_id": str(self.tenant_id) if self.tenant_id else None,
+            "app.actor_id": str(self.actor_id) if self.actor_id else None,
             "app.actor_type": self.actor_type,
             "app.request_id": self.request_id,
-            "app.session_id": self.session_id and str(self.session_id),
+            "app.session_id": str(self.session_id) if self.session_id else None,
+            "app.client_ip": self.client_ip,
         }
-        statements = [
+
+    def _set_local(self) -> list[sql.Composed]:
+        return [
             sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))
-            for name, value in values.items()
+            for name, value in self._values().items()
             if value is not None
         ]
-        return sql.SQL("; ").join(statements) if statements else None
+
+    def opening(self, conn: psycopg.Connection) -> tuple[str, int]:
+        """`BEGIN` and the SET LOCAL statements, as one simple-query string for `conn`,
+        and how many statements it holds (the same values as `statement`).
+
+        Built as text, once per request: composing psycopg.sql objects cost more than the
+        rest of the opening. Ids (UUIDs in canonical form) and the actor type (one of
+        ACTOR_TYPES), checked in __post_init__, hold no quote and go as they are; any
+        other value is quoted by psycopg, for this connection."""
+        parts = ["BEGIN"]
+        for name, value in self._values().items():
+            if value is None:
+                continue
+            literal = f"'{value}'" if name in _UNQUOTED else sql.Literal(value).as_string(conn)
+            parts.append(f"SET LOCAL {name} = {literal}")
+        return "; ".join(parts), len(parts)
+
+
+#: settings whose values cannot hold a quote (UUIDs, the actor type): see Context.opening
+_UNQUOTED = frozenset({"app.tenant_id", "app.actor_id", "app.session_id", "app.actor_type"})
+
+
+#: a statement as psycopg takes it (no template strings: the opening is folded as text)
+Statement = str | bytes | sql.SQL | sql.Composed
+
+#: what to run right after the opening, in its round trip, and who gets its rows
+FirstStatement = tuple[str, Callable[[list[Any]], None]]
+
+
+class Connection(psycopg.Connection[Any]):
+    """psycopg's connection, able to send a transaction's opening with its first statement.
+
+    `hold(opening)` keeps the opening (`BEGIN; SET LOCAL ...`, and optionally a first
+    statement whose rows go to a callback) unsent; the next `execute` sends it and the
+    statement together, as one simple query (a ClientCursor binds the parameters: a
+    simple query cannot carry bind parameters, and only a simple query may hold several
+    statements), and returns the cursor at the statement's result. Every other way in
+    (`cursor`, `transaction`, `pipeline`) sends the opening first, on its own, so no
+    statement can run outside the transaction or without its context.
+    `execute_last(...)` also appends COMMIT: the transaction ends with that statement,
+    and a statement after it is refused (it would run without the context).
+    """
+
+    _held: str | None = None
+    _held_count = 0  # statements in _held (their results come before the caller's)
+    _first: FirstStatement | None = None
+    _ended = False  # the transaction was committed by execute_last
+
+    def hold(self, opening: tuple[str, int], first: FirstStatement | None = None) -> None:
+        """Send `opening` (text and number of statements: Context.opening) and `first`
+        with the next statement instead of now."""
+        text, count = opening
+        if first is not None:
+            text, count = f"{text}; {first[0]}", count + 1
+        self._held, self._held_count, self._first, self._ended = text, count, first, False
+
+    @property
+    def holding(self) -> bool:
+        """Whether the opening is still unsent (no statement ran in the transaction yet)."""
+        return self._held is not None
+
+    def release(self) -> None:
+        """Forget what is held and the end of the transaction (the transaction is over)."""
+        self._held, self._first, self._ended = None, None, False
+
+    def flush(self) -> None:
+        """Send the held opening now, on its own (nothing if nothing is held)."""
+        if self._held is not None:
+            self._send(None, None, commit=False)
+
+    def execute(  # type: ignore[override]  # psycopg's signature, minus template strings
+        self, query: Statement, params: Any = None, *, prepare: bool | None = None, binary: bool = False
+    ) -> psycopg.Cursor[Any]:
+        if self._held is not None and not binary:
+            return self._send(query, params, commit=False)
+        self._refuse_after_end()
+        return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def execute_last(self, query: Statement, params: Any = None) -> psycopg.Cursor[Any]:
+        """`execute`, and COMMIT in the same round trip: the transaction's last statement
+        (with a held opening, BEGIN to COMMIT in one). Outside a transaction block it is a
+        plain `execute`."""
+        self._refuse_after_end()
+        if self._held is None and self.info.transaction_status != TransactionStatus.INTRANS:
+            return self.execute(query, params)
+        return self._send(query, params, commit=True)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        self.flush()
+        self._refuse_after_end()
+        return super().cursor(*args, **kwargs)
+
+    @contextmanager
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Any]:
+        self.flush()
+        self._refuse_after_end()
+        with super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Any]:
+        self.flush()
+        self._refuse_after_end()
+        with super().pipeline() as p:
+            yield p
+
+    def _refuse_after_end(self) -> None:
+        if self._ended:
+            raise psycopg.ProgrammingError("the transaction was committed with its last statement (execute_last)")
+
+    def _send(self, query: Statement | None, params: Any, *, commit: bool) -> psycopg.Cursor[Any]:
+        held, count, first = self._held, self._held_count, self._first
+        if held is None:  # execute_last in an open transaction: the statement and COMMIT
+            held, count, first = "", 0, None
+        self._held, self._first = None, None
+        cur = psycopg.ClientCursor(self, row_factory=self.row_factory)
+        parts = [held] if held else []
+        if query is not None:
+            # the caller's statement bound on its own (its text is constant, so psycopg's
+            # parse of it is cached), then sent with the opening, which is never parsed
+            text = query.as_string(self) if isinstance(query, sql.Composable) else query
+            if isinstance(text, bytes):
+                text = text.decode()
+            parts.append(cur.mogrify(text, params) if params is not None else text)
+        if commit:
+            parts.append("COMMIT")
+        cur.execute("; ".join(parts).encode())  # bytes, no parameters: sent as it is
+        first_rows: list[Any] = []
+        for n in range(count if query is not None else count - 1):
+            if first is not None and n == count - 1:
+                first_rows = cur.fetchall()
+            cur.nextset()
+        if query is None and first is not None:
+            first_rows = cur.fetchall()
+        self._ended = commit
+        if first is not None:
+            first[1](first_rows)
+        return cur
 
 
 @contextmanager
 def transaction(
-    pool: ConnectionPool, context: Context, *, probe: Callable[[], None] | None = None
-) -> Iterator[psycopg.Connection]:
+    pool: ConnectionPool[Any],
+    context: Context,
+    *,
+    probe: Callable[[], None] | None = None,
+    deferred: bool = False,
+    first: FirstStatement | None = None,
+) -> Iterator[Any]:
     """One transaction on a connection of `pool`, with the context set first.
 
     Commits when the block ends, rolls back if it raises (raise psycopg.Rollback to
@@ -108,12 +273,50 @@ def transaction(
     path, broken or not, and the context vanishes with the transaction. `pool` must be
     a pool of `context.role` (Database.transaction picks it). `probe` is called when an
     idle connection turns out dead, before another is waited for (see `_connection`).
+
+    The transaction is ours, not psycopg's: the connection is in autocommit mode while
+    we hold it, and `BEGIN; SET LOCAL ...` goes as one string (one round trip instead
+    of two). With `deferred`, not even that is sent until the first statement, which
+    carries it (`Connection.hold`); a block that runs no statement costs no round trip.
+    `first` runs right after the opening, in the same round trip, and its rows go to the
+    callback (the API's session check).
     """
-    statement = context.statement()
-    with _connection(pool, probe) as conn, conn.transaction():
-        if statement is not None:
-            conn.execute(statement)
-        yield conn
+    with _connection(pool, probe) as conn:
+        ours = isinstance(conn, Connection)
+        if not ours and (deferred or first is not None):
+            raise TypeError("deferred needs a pool of db.context.Connection connections (Database.pool makes them)")
+        conn.autocommit = True  # no implicit BEGIN of psycopg's: the opening says BEGIN
+        try:
+            if isinstance(conn, Connection):
+                conn.hold(context.opening(conn), first)
+                if not deferred:
+                    conn.flush()
+            else:  # a plain psycopg pool (a test's or a benchmark's own): the opening now
+                conn.execute(context.opening(conn)[0])
+            yield conn
+        except psycopg.Rollback:
+            _end(conn, commit=False)
+        except BaseException:
+            _end(conn, commit=False)
+            raise
+        else:
+            _end(conn, commit=True)
+
+
+def _end(conn: psycopg.Connection, *, commit: bool) -> None:
+    """COMMIT or ROLLBACK whatever was sent (nothing if nothing was, or if execute_last
+    committed), then give the connection back as the pool lent it (not autocommit)."""
+    if isinstance(conn, Connection):
+        conn.release()
+    try:
+        status = conn.info.transaction_status
+        if status == TransactionStatus.INTRANS and commit:
+            conn.commit()
+        elif status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            conn.rollback()
+    finally:
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            conn.autocommit = False
 
 
 #: SQLSTATEs that say the server is not there (rather than that a statement failed):
@@ -151,7 +354,7 @@ def _closed_by_server(conn: psycopg.Connection) -> bool:
 
 
 @contextmanager
-def _connection(pool: ConnectionPool, probe: Callable[[], None] | None = None) -> Iterator[psycopg.Connection]:
+def _connection(pool: ConnectionPool[Any], probe: Callable[[], None] | None = None) -> Iterator[psycopg.Connection]:
     """A working connection of `pool`, returned to it on every path (its own context manager).
 
     After a restart of the server every idle connection is dead. Handing them out would
@@ -207,6 +410,7 @@ class Database:
                     kwargs["row_factory"] = dict_row
                 pool: ConnectionPool = ConnectionPool(
                     url,
+                    connection_class=Connection,
                     min_size=self.settings.pool_min_size,
                     max_size=self.settings.pool_max_size,
                     kwargs=kwargs,
@@ -219,21 +423,26 @@ class Database:
                 self._pools[role] = pool
             return self._pools[role]
 
-    def transaction(self, context: Context) -> AbstractContextManager[psycopg.Connection]:
-        """One transaction as `context.role`, with the context set first (see `transaction`).
+    def transaction(
+        self, context: Context, *, deferred: bool = False, first: FirstStatement | None = None
+    ) -> AbstractContextManager[Connection]:
+        """One transaction as `context.role`, with the context set first (see `transaction`;
+        `deferred` and `first` are its options: the API sends the opening with its call).
 
         While the role's server is known to be unreachable, a direct connection attempt
         comes first and raises at once if it still is (an OperationalError `unavailable`
         says so), rather than every request waiting `pool_timeout` for the pool."""
-        return self._transaction(context)
+        return self._transaction(context, deferred, first)
 
     @contextmanager
-    def _transaction(self, context: Context) -> Iterator[psycopg.Connection]:
+    def _transaction(self, context: Context, deferred: bool, first: FirstStatement | None) -> Iterator[Connection]:
         role = context.role
         if role in self._unreachable:
             self._probe(role)
         try:
-            with transaction(self.pool(role), context, probe=lambda: self._probe(role)) as conn:
+            with transaction(
+                self.pool(role), context, probe=lambda: self._probe(role), deferred=deferred, first=first
+            ) as conn:
                 yield conn
         except psycopg.OperationalError as exc:  # PoolTimeout is one too
             if unavailable(exc):
@@ -250,8 +459,8 @@ class Database:
 
     def ping(self, role: str = API_ROLE) -> None:
         """Raise if the database cannot run `SELECT 1` for `role` now (for /ready)."""
-        with self.transaction(Context(role=role)) as conn:
-            conn.execute("SELECT 1")
+        with self.transaction(Context(role=role), deferred=True) as conn:
+            conn.execute_last("SELECT 1")
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -198,6 +198,16 @@ USAGE_EVENT_IN_FUTURE = SqlState(       "TU003", 422, "usage_event_in_future",  
     "a usage event's occurred_at is ahead of the server's clock by more than the skew (5 minutes)")
 USAGE_PARTITION_MISSING = SqlState(     "TU005", 503, "usage_partition_missing", "Usage storage not ready",
     "no time partition takes the event yet: partition maintenance is behind (retry later)", retry_after=60)
+# -- TBxxx: billing (sql/repeatable/600_billing.sql, 610_subscriptions.sql) -----------------------------------------
+PAYMENT_METHOD_REQUIRED = SqlState(     "TB001", 409, "payment_method_required", "Payment method required",
+    "a paid plan needs a payment method on file (the payment provider's customer)")
+INVALID_PLAN_CHANGE = SqlState(         "TB002", 409, "invalid_plan_change",     "Invalid plan change",
+    "an upgrade must go to a dearer plan and a downgrade to a cheaper one (or the subscription is canceled)")
+BILLING_PERIOD_OPEN = SqlState(         "TB010", 409, "billing_period_open",     "Billing period not closed",
+    "the calendar month has not ended (it cannot be closed), or is not closed yet (it cannot be exported)")
+# -- TLxxx: the audit log (sql/repeatable/500_audit.sql) ------------------------------------------------------
+AUDIT_LOG_IMMUTABLE = SqlState(         "TL001", 403, "audit_log_immutable",     "Audit log immutable",
+    "audit rows and seals are never updated, deleted or truncated (only retention drops whole months)")
 # fmt: on
 
 #: Every entry, in declaration order (read from this module: nothing is listed twice).
@@ -250,6 +260,7 @@ CONSTRAINT_MESSAGES: Mapping[str, ConstraintMessage] = MappingProxyType(
         "tenants_status_check": ConstraintMessage("status", "A tenant's status is active, suspended or deleted."),
         "tenants_settings_check": ConstraintMessage("settings", "Settings are a JSON object."),
         "tenants_plan_id_fkey": ConstraintMessage("plan", "There is no such plan."),
+        "subscriptions_plan_id_fkey": ConstraintMessage("plan", "There is no such plan."),
         "tenant_slugs_pkey": ConstraintMessage("slug", "This slug is taken."),
         # people and membership
         "users_email_check": ConstraintMessage("email", "This is not an email address (at most 254 characters)."),
@@ -277,6 +288,16 @@ CONSTRAINT_MESSAGES: Mapping[str, ConstraintMessage] = MappingProxyType(
         "tasks_assignee_member_fkey": ConstraintMessage("assignee_id", "The assignee must be a member of this tenant."),
         # quotas
         "quota_overrides_resource_fkey": ConstraintMessage("resource", "There is no such quota resource."),
+        # webhooks
+        "webhook_endpoints_url_check": ConstraintMessage(
+            "url", "A webhook URL is https://host/path: at most 2000 characters, no user name, password or spaces."
+        ),
+        "webhook_endpoints_event_types_check": ConstraintMessage(
+            "event_types", "An endpoint has 1 to 100 event types."
+        ),
+        "webhook_endpoints_description_check": ConstraintMessage(
+            "description", "A description is at most 1000 characters."
+        ),
     }
 )
 

@@ -9,6 +9,10 @@ Privileges, too: every SECURITY DEFINER function sets `search_path = pg_catalog,
 (a caller's temporary types come last, never before the catalog's); no object of the
 project's schemas is owned by a superuser (tenantry_owner owns them); no application
 role may create temporary objects in the database, nor bypass row level security.
+
+The audit log: every tenant table of core has the audit row trigger or is named, with a reason,
+by core.audit_excluded_tables(); no bytea column (hashes, ciphertext) of an audited table
+escapes core.audit_redacts(). The audit tables themselves obey the tenant-table rules.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from dataclasses import dataclass
 
 import psycopg
 
-from db.settings import APP_ROLES, OWNER_ROLE
+from db.settings import ANALYST_ROLE, APP_ROLES, OWNER_ROLE
 from db.sqlscript import scalar
 
 #: Schemas that hold the project's objects (tables live in core; the others hold code).
 PROJECT_SCHEMAS = ("core", "api", "auth", "ops", "admin", "analytics", "audit", "usage", "billing")
+#: Where the per-tenant rollups for analysts live: their RLS lets the analyst role read
+#: every tenant (and nothing else), instead of comparing with core.current_tenant_id().
+ANALYTICS_SCHEMA = "analytics"
 #: The table every tenant table is colocated with on Citus.
 COLOCATION_ANCHOR = "core.tenants"
 #: The search_path every SECURITY DEFINER function sets, temp explicitly last (the
@@ -51,7 +58,10 @@ SELECT c.oid, c.oid::regclass::text AS name,  -- schema-qualified: no project sc
        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
            AND (pg_get_expr(p.polqual, p.polrelid) LIKE '%%current_tenant_id()%%'
                 OR pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%%current_tenant_id()%%')) AS tenant_policies,
-       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polroles = '{0}') AS public_policies
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polroles = '{0}') AS public_policies,
+       -- analytics tables: policies other than SELECT for the analyst role alone
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+           AND NOT (p.polcmd = 'r' AND p.polroles = ARRAY[to_regrole(%s)::oid])) AS other_than_analyst_reads
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
  ORDER BY name
@@ -80,6 +90,17 @@ SELECT i.relname, 'i', pg_get_indexdef(i.oid)
 """
 
 _HAS_PK = "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s AND contype = 'p')"
+
+# The audit log (sql/repeatable/500_audit.sql): whether the table has the audit row
+# trigger, whether core.audit_excluded_tables() names it (with its reason), and its bytea
+# columns (hashes, ciphertext) that core.audit_redacts() would copy into the log.
+_AUDIT = """
+SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = %(rel)s AND t.tgname = 'audit_row_change'),
+       EXISTS (SELECT 1 FROM core.audit_excluded_tables() e WHERE e.table_name = %(name)s),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = %(rel)s AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.atttypid = 'bytea'::regtype AND NOT core.audit_redacts(a.attname))
+"""
 
 # On Citus: how each table is distributed.
 _CITUS_TABLES = """
@@ -152,6 +173,7 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
         ):
             return [Problem(COLOCATION_ANCHOR, "missing: run `tenantry db migrate` first")]  # nothing more to say
 
+        audit = bool(scalar(conn, "SELECT to_regprocedure('core.audit_excluded_tables()') IS NOT NULL"))
         for (
             oid,
             name,
@@ -163,7 +185,8 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
             policies,
             tenant_policies,
             public_policies,
-        ) in conn.execute(_TABLES, (list(schemas),)):
+            other_than_analyst_reads,
+        ) in conn.execute(_TABLES, (ANALYST_ROLE, list(schemas))):
             if has_tenant_id:
                 # tenant data, including global lookups that carry tenant ids: RLS on
                 if not rls:
@@ -172,10 +195,29 @@ def lint(url: str, schemas: tuple[str, ...] = PROJECT_SCHEMAS) -> list[Problem]:
                     problems.append(Problem(name, "row level security is not forced (owner would bypass it)"))
                 if policies == 0:
                     problems.append(Problem(name, "has no row level security policy"))
+                elif name.startswith(f"{ANALYTICS_SCHEMA}."):
+                    # per-tenant rollups that analysts read across tenants by design
+                    if other_than_analyst_reads:
+                        problems.append(
+                            Problem(name, f"an analytics table's policies are FOR SELECT TO {ANALYST_ROLE}")
+                        )
                 elif tenant_policies == 0:
                     problems.append(Problem(name, "no policy compares with core.current_tenant_id()"))
                 if public_policies:
                     problems.append(Problem(name, "a policy applies TO PUBLIC; scope policies to a role"))
+
+            # the source tables (core); derived ones elsewhere (analytics' rollups) are not audited
+            if audit and has_tenant_id and not is_reference and name.startswith("core."):
+                found = conn.execute(_AUDIT, {"rel": oid, "name": name}).fetchone()
+                triggered, excluded, secrets = found if found else (False, False, [])
+                if not triggered and not excluded:
+                    problems.append(
+                        Problem(name, "has no audit trigger and core.audit_excluded_tables() does not exclude it")
+                    )
+                if triggered and excluded:
+                    problems.append(Problem(name, "is excluded from the audit log but has its trigger"))
+                for column in secrets if triggered else ():
+                    problems.append(Problem(name, f"bytea column {column} would be copied into the audit log"))
 
             if has_tenant_id and not is_reference:
                 if not scalar(conn, _HAS_PK, (oid,)):

@@ -12,10 +12,15 @@ Order of one `migrate`, all in one transaction:
 
 The role that runs it (the superuser on the embedded server) bootstraps: it runs the
 DDL, and policies/90_ownership.sql hands every object to tenantry_owner before commit.
+
+`dry_run` returns the SQL of steps 1 and 2 without running it (`tenantry db migrate
+--dry-run`): Alembic's offline mode writes the pending revisions' files.
 """
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +69,13 @@ def _connect(url: str) -> Iterator[Connection]:
     engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), poolclass=None)
     try:
         with engine.connect() as conn:
+            raw = _driver(conn)
+            if raw.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'").fetchone():
+                # revisions create and drop triggers on distributed tables before
+                # 020_citus_settings.sql sets this for the database (docs/citus.md, fact
+                # 2): a fresh database migrated from zero needs it for this session too
+                raw.execute("SET citus.enable_unsafe_triggers = on")
+            raw.commit()
             yield conn
     finally:
         engine.dispose()
@@ -141,6 +153,36 @@ def migrate(url: str, target: str = "head", settings: Settings | None = None) ->
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
         _apply_repeatables(conn, url, settings or get_settings())
+
+
+def dry_run(url: str, target: str = "head") -> str:
+    """The SQL `migrate(url, target)` would run, in order, without changing the database:
+    the pending revisions' up files (Alembic's offline mode, with its version-table
+    statements), then every repeatable file. It reads only the database's revision.
+
+    For review (`tenantry db migrate --dry-run`), not for piping into psql: `migrate` also
+    sets the application roles' passwords, and sends each statement on its own (fact 19)."""
+    current = status(url).current
+    out = io.StringIO()
+    cfg = alembic_config()
+    cfg.output_buffer = out
+    # offline mode needs the start: from the database's revision (none: from the start)
+    command.upgrade(cfg, f"{current}:{target}" if current else target, sql=True)
+    revisions = out.getvalue()
+    pending = re.findall(r"^-- Running upgrade\s+(?:\S+\s+)?->\s+(\S+)", revisions, flags=re.MULTILINE)
+    files = repeatable_files()
+    lines = [
+        f"-- tenantry db migrate --dry-run: the SQL `tenantry db migrate {target}` would run, in one transaction",
+        f"-- database revision: {current or 'none'}; pending revisions: {', '.join(pending) or 'none'}",
+        f"-- then {len(files)} repeatable files in order, then the application roles' passwords (not shown)",
+        "BEGIN;",
+        revisions.rstrip(),
+    ]
+    for file in files:
+        name = file.relative_to(PROJECT_ROOT) if file.is_relative_to(PROJECT_ROOT) else file
+        lines += [f"-- ==== file: {name}", file.read_text().rstrip()]
+    lines.append("COMMIT;")
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 def downgrade(url: str, target: str = "-1") -> None:

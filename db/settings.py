@@ -153,6 +153,53 @@ class Settings(BaseSettings):
         description="Seconds a client has to send the whole request body (not per read); then "
         "`408 request_timeout` and the connection is closed.",
     )
+    # serving (api/server.py): slow clients, connection caps, graceful stop, TLS, CORS
+    header_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send the request line and headers (from the connection's first "
+        "byte, or the end of its previous request); then `408 request_timeout` and the connection is closed. "
+        "Heads are read by each worker's event loop, so a slow one holds no thread.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest request line plus headers in bytes: more is `431 headers_too_large` (a request "
+        "line alone over 8 KiB is `414 uri_too_long`).",
+    )
+    max_connections_per_worker: int = Field(
+        default=1000,
+        ge=16,
+        description="Open client connections each worker process holds at most (idle keep-alive and slow "
+        "ones included); past it the worker stops accepting until one closes.",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, `/ready` answers 503 for this long while requests are still served (the load "
+        "balancer takes the instance out), then the server stops accepting, finishes in-flight requests and "
+        "exits.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) for `tenantry serve` to terminate TLS itself (with "
+        "`TENANTRY_TLS_KEY_FILE`). Unset: plain HTTP, TLS at the proxy.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of `TENANTRY_TLS_CERT_FILE`.")
+    hsts_max_age: int = Field(
+        default=31536000,
+        ge=0,
+        description="`Strict-Transport-Security` max-age sent on responses served over TLS (the request's scheme "
+        "is https, or a trusted proxy says `X-Forwarded-Proto: https`); 0 sends none.",
+    )
+    cors_allowed_origins: str | None = Field(
+        default=None,
+        description="Comma-separated origins (`https://app.example.com`) whose browser pages may call the API, "
+        "with credentials. Unset: no CORS headers (browsers allow same-origin pages only).",
+    )
 
     # -- usage metering (sql/repeatable/400_usage.sql) -------------------------------------
     usage_retention_days: int = Field(
@@ -162,6 +209,43 @@ class Settings(BaseSettings):
         description="How long raw usage events (and their ids, which make a retry count once) are kept: the "
         "partition maintenance job drops whole monthly partitions that ended longer ago. At least the 7-day "
         "lateness window and a month. Rollups are kept.",
+    )
+
+    # -- billing (jobs/billing.py, jobs/billing_export.py, sql/repeatable/600_billing.sql) --
+    billing_export_dir: Path | None = Field(
+        default=None,
+        description="Folder the scheduled `export_billing` job writes each closed month's invoice lines to "
+        "(exactly once per month, format and folder; `tenantry billing export --dest` names its own). "
+        "Unset: the job exports nothing.",
+    )
+    billing_export_formats: str = Field(
+        default="parquet",
+        pattern=r"^(csv|json|parquet)(,(csv|json|parquet))*$",
+        description="Comma-separated formats the `export_billing` job writes: csv, json (JSON lines), parquet.",
+    )
+    billing_export_pause_after_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tests only: the exporter stops for good after writing this many rows to its temporary "
+        "file (so a test can kill it mid-write). Never set it in production.",
+    )
+    billing_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The payment provider's webhook signing secret (Stripe's `whsec_...`): POST "
+        "/v1/billing/provider-events verifies `Stripe-Signature` with it. Unset: the endpoint refuses every event.",
+    )
+    billing_webhook_tolerance_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="How old (or how far ahead) a provider event's signed timestamp may be (replay window).",
+    )
+    billing_past_due_grace_days: int = Field(
+        default=7,
+        ge=0,
+        le=90,
+        description="Days a subscription may stay past_due (a failed payment) before the `suspend_past_due` job "
+        "suspends its tenant (writes refused, reads kept); a successful payment reactivates it.",
     )
 
     # -- mail (jobs/mail.py: `tenantry mail deliver`) ------------------------------------
@@ -190,6 +274,51 @@ class Settings(BaseSettings):
         description="Base URL of the application that links in mail point to (e.g. <app_url>/reset-password?token=…).",
     )
 
+    # -- webhooks (jobs/webhook_delivery.py, sql/repeatable/520_webhooks.sql) -----------------
+    webhook_encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="AES-256-GCM keys for the webhook endpoints' signing secrets at rest: comma-separated "
+        "`<key id>:<base64 of 32 bytes>`; the first encrypts, every one decrypts (each ciphertext names its "
+        "key: to rotate, put a new key first and keep the old ones). Unset: one key is generated once "
+        "into <state_dir>/webhook_keys (one machine only: the API and the worker must share the keys).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time limit of one webhook delivery attempt (connect, send and read the answer, in all); "
+        "a receiver slower than this is a failed attempt, retried with backoff.",
+    )
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, le=50, description="Attempts of a webhook delivery before it is dead (dead-lettered)."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Retry backoff of webhook deliveries: after attempt n the next is due in "
+        "min(cap, base × 2^n) × a jitter of 0.5 to 1.0.",
+    )
+    webhook_backoff_cap_seconds: float = Field(
+        default=6 * 3600, gt=0, le=7 * 86400, description="The longest wait between two attempts of a delivery."
+    )
+    webhook_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long a claimed delivery belongs to one sender (at least the timeout plus 5 s is used); "
+        "a sender killed mid-batch leaves its deliveries to be claimed again after it (at least once).",
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Deliveries a delivery pass sends at once (threads)."
+    )
+    webhooks_allow_private_addresses: bool = Field(
+        default=False,
+        description="Let webhook endpoints use http:// and addresses that resolve to loopback, private, "
+        "link-local, multicast or reserved networks (for local development and tests). Off: such URLs are "
+        "refused when registered and again when sent (SSRF).",
+    )
+
     citus_pg_bin: Path | None = Field(
         default=None,
         description="bin/ folder of a PostgreSQL installation that has the Citus extension, "
@@ -203,6 +332,19 @@ class Settings(BaseSettings):
             if entry.strip():
                 ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the entry
         return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins_parse(cls, value: str | None) -> str | None:
+        for entry in (value or "").split(","):
+            origin = entry.strip()
+            if origin and (origin == "*" or "://" not in origin or origin.endswith("/")):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], no path, no '*'")
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins CORS allows, one scheme://host[:port] each."""
+        return [entry.strip() for entry in (self.cors_allowed_origins or "").split(",") if entry.strip()]
 
     def trusted_proxy_list(self) -> list[str]:
         """The trusted proxies, one IP or CIDR each."""

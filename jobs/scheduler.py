@@ -51,11 +51,19 @@ SCHEDULES = (
     Schedule("rollup_usage", 60),
     Schedule("expire_quota_reservations", 60),
     Schedule("maintain_usage_partitions", 3600),
+    Schedule("seal_audit", 300),  # audit rows wait at most this long for their seal
+    Schedule("maintain_audit_partitions", 3600),  # next months' partitions; whole months past retention go
     Schedule("reconcile_quotas", 3600),
+    Schedule("refresh_analytics", 900),  # analysts' rollups and summaries: at most 15 min old
     Schedule("sweep_sessions", 900),
     Schedule("sweep_invitations", 3600),
     Schedule("sweep_idempotency_keys", 900),
     Schedule("purge_login_failures", 3600),
+    Schedule("export_billing", 3600),  # last month, once per format: a no-op once exported
+    Schedule("advance_subscriptions", 300),
+    Schedule("suspend_past_due", 3600),
+    Schedule("fan_out_webhook_events", 5),  # an event waits at most this long for its deliveries
+    Schedule("deliver_webhooks", 5),  # fans out too, then sends what is due
 )
 
 

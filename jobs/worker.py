@@ -12,7 +12,17 @@ import importlib
 from db.settings import get_settings
 from jobs import runtime
 
-ACTOR_MODULES = ("jobs.sweeps", "jobs.usage", "jobs.quotas", "jobs.api_calls", "jobs.outbox")
+ACTOR_MODULES = (
+    "jobs.sweeps",
+    "jobs.usage",
+    "jobs.quotas",
+    "jobs.api_calls",
+    "jobs.outbox",
+    "jobs.analytics",
+    "jobs.webhooks",
+    "jobs.audit",
+    "jobs.billing",
+)
 
 broker = runtime.configure(get_settings())
 for _module in ACTOR_MODULES:

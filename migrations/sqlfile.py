@@ -13,8 +13,14 @@ def run_sql_file(name: str) -> None:
     """Execute sql/versions/<name> on the migration's connection, statement by statement.
 
     The text goes to psycopg unparsed (no SQLAlchemy bind-parameter syntax, no
-    %-placeholders), so SQL files can use `:` and `%` freely.
+    %-placeholders), so SQL files can use `:` and `%` freely. In offline mode (a dry run:
+    db.migrate.dry_run) the file is written to Alembic's output as it is, unparsed too.
     """
+    text = (VERSIONS_DIR / name).read_text()
+    context = op.get_context()
+    if context.as_sql:
+        context.impl.static_output(f"-- ==== file: sql/versions/{name}\n{text.rstrip()}\n")
+        return
     raw = op.get_bind().connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
-    execute_script(raw, (VERSIONS_DIR / name).read_text())
+    execute_script(raw, text)

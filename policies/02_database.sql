@@ -9,10 +9,16 @@
 -- advises; `tenantry db lint` checks it) and qualify table names; revoking TEMPORARY
 -- closes the door as well. Every new database grants TEMPORARY to PUBLIC by default.
 --
--- The database owner (the bootstrapping superuser) keeps it. CREATE DATABASE ... TEMPLATE
--- does not copy a database's privileges: a clone of a migrated database needs this file
--- applied again (db/migrate.py, apply_database_privileges). Only when something is
--- granted: the pg_database row is shared by every migration of this database.
+-- The database owner (the bootstrapping superuser) keeps it, and tenantry_owner gets it:
+-- REFRESH MATERIALIZED VIEW CONCURRENTLY (ops.refresh_analytics, a definer function run
+-- as tenantry_owner) diffs through temporary tables it creates and drops itself. No
+-- caller can become tenantry_owner, so this opens no door to callers' temporary objects
+-- (`tenantry db lint` checks the application roles).
+--
+-- CREATE DATABASE ... TEMPLATE does not copy a database's privileges: a clone of a
+-- migrated database needs this file applied again (db/migrate.py,
+-- apply_database_privileges). Only when something must change: the pg_database row is
+-- shared by every migration of this database.
 DO $$
 BEGIN
     IF EXISTS (
@@ -20,10 +26,12 @@ BEGIN
                       LATERAL pg_catalog.aclexplode(COALESCE(d.datacl, pg_catalog.acldefault('d', d.datdba))) AS a
          WHERE d.datname = pg_catalog.current_database()
            AND a.privilege_type = 'TEMPORARY' AND a.grantee <> d.datdba
-    ) THEN
+           AND a.grantee <> 'tenantry_owner'::regrole
+    ) OR NOT pg_catalog.has_database_privilege('tenantry_owner', pg_catalog.current_database(), 'TEMPORARY') THEN
         EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', pg_catalog.current_database());
         EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM %s', pg_catalog.current_database(),
-                       'tenantry_owner, tenantry_api, tenantry_worker, tenantry_analyst, tenantry_platform_admin');
+                       'tenantry_api, tenantry_worker, tenantry_analyst, tenantry_platform_admin');
+        EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO tenantry_owner', pg_catalog.current_database());
     END IF;
 END
 $$;

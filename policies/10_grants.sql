@@ -53,6 +53,34 @@ TO tenantry_api;
 GRANT SELECT ON core.metrics, core.usage_rollups TO tenantry_api;
 GRANT SELECT, INSERT ON core.usage_event_ids TO tenantry_api;
 GRANT INSERT ON core.usage_events, core.usage_pending TO tenantry_api;
+-- audit (500_audit.sql): the api role reads its tenant's trail and records its own
+-- application events (core.audit_event, invoker rights); row changes are recorded by
+-- definer triggers. No UPDATE or DELETE on the log for anyone (core_audit_log.sql).
+GRANT EXECUTE ON FUNCTION
+    core.audit_event(uuid, text, jsonb, uuid, text), core.current_client_ip()
+TO tenantry_api;
+GRANT SELECT, INSERT ON core.audit_log TO tenantry_api;
+GRANT USAGE ON SEQUENCE core.audit_log_audit_id_seq TO tenantry_api;
+-- outbox and webhooks (510_outbox.sql, 520_webhooks.sql): writes emit their events with
+-- the writer's rights; endpoints are the tenant's own (the secret only as ciphertext);
+-- deliveries are read and redelivered, made and settled by the worker's definer functions
+GRANT EXECUTE ON FUNCTION
+    core.emit_event(uuid, text, jsonb, uuid), core.jsonb_pick(jsonb, text[]),
+    core.note_quota_change(uuid, text, numeric, numeric, numeric), core.webhook_event_types(),
+    core.webhook_event_type_list(text[])
+TO tenantry_api;
+GRANT SELECT, INSERT ON core.outbox_events TO tenantry_api;
+GRANT SELECT, INSERT, UPDATE, DELETE ON core.webhook_endpoints TO tenantry_api;
+GRANT SELECT, INSERT ON core.webhook_deliveries TO tenantry_api;
+GRANT SELECT ON core.webhook_attempts TO tenantry_api;
+-- billing (600_billing.sql, 610_subscriptions.sql): tenants read their invoice lines,
+-- subscription and its history; every change is a definer function's
+GRANT EXECUTE ON FUNCTION
+    core.billing_clock(), core.month_start(date), core.assert_month(date),
+    core.billing_amount(numeric, numeric, text, numeric), core.current_usage_cost(uuid),
+    core.subscription_json(core.subscriptions)
+TO tenantry_api;
+GRANT SELECT ON core.prices, core.invoice_lines, core.subscriptions, core.subscription_changes TO tenantry_api;
 
 ----------------------------------------------------------------------------------------
 -- tenantry_worker: ops.* only
@@ -75,3 +103,7 @@ GRANT EXECUTE ON FUNCTION auth.touch_session() TO tenantry_platform_admin;
 GRANT USAGE ON SCHEMA analytics TO tenantry_analyst;
 GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO tenantry_analyst;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA analytics TO tenantry_analyst;
+-- the distributed rollup tables (0012_analytics) by name as well: a grant on a named
+-- distributed table is what Citus propagates to its shards, where the analyst's queries
+-- run; SELECT only (the job writes them through ops.refresh_analytics, as the owner)
+GRANT SELECT ON analytics.usage_daily, analytics.usage_monthly, analytics.activity_daily TO tenantry_analyst;

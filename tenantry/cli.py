@@ -7,14 +7,18 @@ import typer
 from api.cli import api_app
 from db.cli import citus_app, db_app, platform_admin_app
 from db.local.cli import services_app
+from jobs.analytics_cli import analytics_app, report_app
+from jobs.audit_cli import audit_app
+from jobs.billing_cli import billing_app
 from jobs.cli import jobs_app, mail_app, runner_app
 
 HELP = """tenantry: multi-tenant SaaS platform on PostgreSQL + Citus.
 
 Each sub-command lives beside what it drives: `services` and `citus dev-cluster` in
 db/local/ (what runs on this machine), `db`, `citus` and `platform-admin` in db/ (the
-database), `serve` and `demo` in api/ (the HTTP API), `worker`, `scheduler`, `jobs` and
-`mail` in jobs/ (the job runner, outgoing mail).
+database), `serve` and `demo` in api/ (the HTTP API), `worker`, `scheduler`, `jobs`,
+`mail`, `audit`, `analytics` and `report` in jobs/ (the job runner, outgoing mail, the
+audit log's seal chain, analysts' access and reports).
 Settings are TENANTRY_* environment variables (README, "Settings")."""
 
 app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode=None)
@@ -26,3 +30,7 @@ app.add_typer(api_app)  # serve, demo
 app.add_typer(runner_app)  # worker, scheduler
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(mail_app, name="mail")
+app.add_typer(audit_app, name="audit")
+app.add_typer(analytics_app, name="analytics")
+app.add_typer(report_app, name="report")
+app.add_typer(billing_app, name="billing")

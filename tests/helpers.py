@@ -57,11 +57,12 @@ SignUp = Callable[..., Account]
 
 
 def start_api(
-    owner_url: str, redis_url: str, state_dir: Path, *, threads: int = 8, **env: str
+    owner_url: str, redis_url: str, state_dir: Path, *, threads: int = 8, workers: int = 1, **env: str
 ) -> tuple[subprocess.Popen, str]:
-    """`tenantry serve` in a subprocess (real gunicorn, real HTTP; one worker of `threads`
-    threads); returns it and its URL. It gets the role DSNs explicitly: the roles'
-    generated passwords are in this process's state folder, not in the one it is given."""
+    """`tenantry serve` in a subprocess (real gunicorn, real HTTP; `workers` workers of
+    `threads` threads); returns it and its URL. It gets the role DSNs explicitly: the roles'
+    generated passwords are in this process's state folder, not in the one it is given.
+    SIGTERM stops it at once (no drain before the stop, unless `env` sets one)."""
     return spawn(
         role_environment(Settings(database_url=owner_url))
         | {
@@ -70,11 +71,13 @@ def start_api(
             "TENANTRY_JWT_SECRET": TEST_JWT_SECRET,
             "TENANTRY_STATE_DIR": str(state_dir),
             "TENANTRY_ANONYMOUS_REQUESTS_PER_MINUTE": "100000",
+            "TENANTRY_SHUTDOWN_DRAIN_SECONDS": "0",
         }
         | env,
         free_port(),
         state_dir / "api.log",
         threads=threads,
+        workers=workers,
     )
 
 

@@ -37,7 +37,7 @@ def new_reset_token() -> str:
 
 
 def _anonymous(req: falcon.Request) -> Context:
-    return Context(request_id=req.context.request_id)
+    return Context(request_id=req.context.request_id, client_ip=getattr(req.context, "client_ip", None))
 
 
 class PasswordResetResource:

@@ -26,7 +26,7 @@ from db.settings import Settings
 
 def _anonymous(req: falcon.Request) -> Context:
     """The context of a call made before login: no tenant, no actor."""
-    return Context(request_id=req.context.request_id)
+    return Context(request_id=req.context.request_id, client_ip=getattr(req.context, "client_ip", None))
 
 
 class Sessions:

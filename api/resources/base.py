@@ -21,7 +21,7 @@ from psycopg.types.numeric import Int8
 from pydantic import BaseModel, ValidationError
 
 from api.errors import Problem, invalid_parameter
-from api.pipeline import Principal
+from api.pipeline import Principal, raise_session_revoked
 from api.spec import functions_of
 from db.context import Context, Database
 
@@ -80,12 +80,24 @@ def call(req: falcon.Request, function: str | None = None, /, **arguments: Any) 
     Each keyword `x` is passed as the function's `p_x`. An api.* function always gets the
     caller's own tenant as `p_tenant_id`: a resource cannot pass another one.
     """
-    name = function or functions_of(req.context.operation)[0]
+    functions = functions_of(req.context.operation)
+    name = function or functions[0]
     if name.startswith("api."):
         if "tenant_id" in arguments:
             raise ValueError("api.* functions get the caller's tenant; do not pass tenant_id")
         arguments = {"tenant_id": principal(req).tenant_id, **arguments}
-    return req.context.conn.execute(_call_statement(name, tuple(arguments)), arguments).fetchall()
+    conn = req.context.conn
+    statement = _call_statement(name, tuple(arguments))
+    try:
+        if req.method == "GET" and len(functions) == 1 and getattr(req.context, "transaction", None) is not None:
+            # a read of one declared function: BEGIN, the session check, the call and
+            # COMMIT in one round trip (db.context.Connection.execute_last); nothing is
+            # left to commit, and a second statement would be refused, not run unscoped
+            return conn.execute_last(statement, arguments).fetchall()
+        return conn.execute(statement, arguments).fetchall()
+    except psycopg.Error as exc:
+        raise_session_revoked(exc)  # the session check folded into the first statement
+        raise
 
 
 @contextmanager

@@ -6,9 +6,11 @@ otherwise."""
 from __future__ import annotations
 
 import hmac
+import os
+from collections.abc import Callable
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from pydantic import SecretStr
 
 from api.client import client_address, is_loopback
@@ -33,11 +35,19 @@ class ReadyResource:
     (db/context.py: no wait for the pool once the database is known to be unreachable;
     Redis: the limiter's short timeouts)."""
 
-    def __init__(self, db: Database, limiter: RateLimiter | None) -> None:
+    def __init__(self, db: Database, limiter: RateLimiter | None, draining: Callable[[], bool] | None = None) -> None:
         self.db = db  # not touched until a request comes (routes() are built without a database)
         self.limiter = limiter
+        self.draining = draining  # the server is stopping (api/server.py: SIGTERM)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.draining is not None and self.draining():
+            # first thing after SIGTERM: the load balancer stops sending new requests here
+            # while the ones in flight (and any that still come) are served
+            resp.status = 503
+            resp.set_header("Retry-After", "1")
+            resp.media = {"status": "stopping", "checks": {}}
+            return
         checks: dict[str, str] = {}
         try:
             self.db.ping(API_ROLE)
@@ -81,7 +91,18 @@ class MetricsResource:
                 "/metrics answers clients on this host only (set TENANTRY_METRICS_TOKEN to scrape it from elsewhere).",
             )
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest()
+        resp.data = generate_latest(_registry())
+
+
+def _registry() -> CollectorRegistry:
+    """The whole server's metrics: under `tenantry serve` every worker process writes its
+    samples to files in PROMETHEUS_MULTIPROC_DIR (api/server.py makes the folder) and any
+    worker answering /metrics sums them; otherwise this process's own registry."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 class OpenApiResource:

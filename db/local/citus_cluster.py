@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from db.local.postgres import LocalServer
 from db.settings import Settings
@@ -33,6 +34,9 @@ CITUS_SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "128MB",
     "max_worker_processes": "16",
+    # online shard moves, rebalances and tenant isolation copy with logical replication
+    # (shard_transfer_mode 'auto'); without it they fail, or block writes (docs/citus.md, fact 28)
+    "wal_level": "logical",
 }
 
 
@@ -58,6 +62,24 @@ def find_citus_bin(settings: Settings) -> Path:
         f"{searched}). Install the Citus packages for your PostgreSQL, or set "
         "TENANTRY_CITUS_PG_BIN to the bin/ folder of a PostgreSQL that has Citus."
     )
+
+
+def allow_citus_decoder(conn: psycopg.Connection) -> None:
+    """Let Citus's own logical decoder run on this node, where PostgreSQL restricts them.
+
+    PostgreSQL 15.19, 16.15, 17.11, 18.6 and later load only the output plugins listed in
+    `output_plugin_libraries` (default 'pgoutput, test_decoding'). A non-blocking tenant
+    isolation (a shard split) decodes with the plugin `citus`, already loaded by
+    shared_preload_libraries (docs/citus.md, fact 29). Older servers have no such setting."""
+    current = conn.execute("SELECT current_setting('output_plugin_libraries', true)").fetchone()
+    if current is None or current[0] is None:
+        return
+    plugins = [p.strip() for p in current[0].split(",") if p.strip()]
+    if "citus" not in plugins:
+        # a list setting: one literal per library ('a, b' as one literal is one odd name)
+        allowed = sql.SQL(", ").join(sql.Literal(p) for p in [*plugins, "citus"])
+        conn.execute(sql.SQL("ALTER SYSTEM SET output_plugin_libraries = {}").format(allowed))
+        conn.execute("SELECT pg_reload_conf()")
 
 
 @dataclass
@@ -118,6 +140,7 @@ class DevCluster:
             node.ensure_database(self.database)
             with psycopg.connect(node.url(self.database), autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
+                allow_citus_decoder(conn)
             echo(f"{name:<12} 127.0.0.1:{node.port}  {'started' if started else 'already running'}")
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (self.coordinator.port,))

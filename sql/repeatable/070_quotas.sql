@@ -321,7 +321,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_wanted integer := (p_count <> 0)::integer + (p_bytes <> 0)::integer;
-    v_moved text;
+    v_moved record;
+    v_delta bigint;
     v_count_moved boolean := p_count = 0;
     v_bytes_moved boolean := p_bytes = 0;
 BEGIN
@@ -339,7 +340,9 @@ BEGIN
            FOR NO KEY UPDATE;
     END IF;
     -- plain parameters in the CASEs (no now(), no subquery): one router-planned
-    -- statement on Citus (docs/citus.md, facts 3 and 14); RETURNING tells which moved
+    -- statement on Citus (docs/citus.md, facts 3 and 14); RETURNING tells which moved,
+    -- and to what: an increase that reaches the warning share or the limit is an event
+    -- (core.note_quota_change, 510_outbox.sql)
     FOR v_moved IN
         UPDATE core.quota_counters
            SET used = used + CASE WHEN resource = 'storage_bytes' THEN p_bytes ELSE p_count END
@@ -348,12 +351,18 @@ BEGIN
            AND (max_value IS NULL
                 OR CASE WHEN resource = 'storage_bytes' THEN p_bytes ELSE p_count END <= 0
                 OR used + CASE WHEN resource = 'storage_bytes' THEN p_bytes ELSE p_count END <= max_value)
-        RETURNING resource
+        RETURNING resource, used, max_value
     LOOP
-        IF v_moved = 'storage_bytes' THEN
+        IF v_moved.resource = 'storage_bytes' THEN
             v_bytes_moved := true;
+            v_delta := p_bytes;
         ELSE
             v_count_moved := true;
+            v_delta := p_count;
+        END IF;
+        IF v_delta > 0 AND v_moved.max_value IS NOT NULL THEN
+            PERFORM core.note_quota_change(p_tenant_id, v_moved.resource, v_moved.used - v_delta, v_moved.used,
+                                           v_moved.max_value);
         END IF;
     END LOOP;
     IF NOT v_count_moved THEN
@@ -636,6 +645,9 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_used numeric;
+    v_limit numeric;
 BEGIN
     IF p_quantity IS NULL OR p_quantity < 0 THEN
         RAISE EXCEPTION 'a quantity is zero or more' USING ERRCODE = '22023', COLUMN = 'quantity';
@@ -645,6 +657,13 @@ BEGIN
     END IF;
     IF NOT core.meter(p_tenant_id, p_resource, p_quantity, 0, COALESCE(p_block, true)) THEN
         PERFORM core.raise_quota_refusal(p_tenant_id, p_resource, p_quantity);
+    END IF;
+    -- usage that reached the warning share or the limit is an event (510_outbox.sql); the
+    -- counter is this period's after core.meter, so before = used - p_quantity
+    SELECT c.used, c.max_value INTO v_used, v_limit FROM core.quota_counters AS c
+     WHERE c.tenant_id = p_tenant_id AND c.resource = p_resource;
+    IF v_limit IS NOT NULL THEN
+        PERFORM core.note_quota_change(p_tenant_id, p_resource, v_used - p_quantity, v_used, v_limit);
     END IF;
 END
 $$;

@@ -301,6 +301,7 @@ BEGIN
     RETURNING sessions.session_id, sessions.expires_at INTO session_id, expires_at;
     INSERT INTO core.refresh_tokens (tenant_id, token_hash, session_id)
     VALUES (tenant_id, p_refresh_hash, session_id);
+    PERFORM core.on_auth_event('login', p_user_id, tenant_id, jsonb_build_object('session_id', session_id));
     SELECT array_agg(rs.scope ORDER BY rs.scope) INTO scopes FROM core.role_scopes AS rs WHERE rs.role = open_session.role;
     is_platform_admin := v_user.is_platform_admin;
     RETURN NEXT;
@@ -518,7 +519,12 @@ BEGIN
     UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = p_reason
      WHERE s.tenant_id = p_tenant_id AND s.session_id = p_session_id AND s.user_id = v_user_id
        AND s.revoked_at IS NULL;
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM core.on_auth_event('session_revoked', v_user_id, p_tenant_id,
+                               jsonb_build_object('session_id', p_session_id, 'reason', p_reason));
+    RETURN true;
 END
 $$;
 
@@ -537,6 +543,8 @@ BEGIN
     UPDATE core.sessions AS s SET revoked_at = now(), revoked_reason = 'revoked_all'
      WHERE s.user_id = v_user_id AND s.revoked_at IS NULL;
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM core.on_auth_event('session_revoked', v_user_id, NULL,
+                               jsonb_build_object('reason', 'revoked_all', 'sessions', v_count));
     RETURN v_count;
 END
 $$;
@@ -564,8 +572,9 @@ $$;
 -- hook
 ----------------------------------------------------------------------------------------
 
--- Authentication events (login_failed, account_locked, refresh_reuse, ...). Does
--- nothing yet: the audit log replaces this body to record them.
+-- Authentication events (login, login_failed, account_locked, refresh_reuse,
+-- session_revoked, ...). Does nothing here: the audit log (500_audit.sql) replaces this
+-- body to record them.
 CREATE OR REPLACE FUNCTION core.on_auth_event(p_event text, p_user_id uuid, p_tenant_id uuid, p_detail jsonb)
 RETURNS void
 LANGUAGE plpgsql

@@ -60,9 +60,12 @@ INSERT INTO core.scopes (scope, description) VALUES
     ('members:manage', 'Invite, change roles, remove members'),
     ('keys:manage',    'Create, rotate and revoke API keys'),
     ('billing:read',   'Read plan, usage and invoices'),
+    ('billing:manage', 'Upgrade, downgrade or cancel the subscription'),
     ('audit:read',     'Read the audit log'),
     ('usage:read',     'Read usage, the metric catalog and quotas'),
-    ('usage:write',    'Record usage events and reserve metered quota')
+    ('usage:write',    'Record usage events and reserve metered quota'),
+    ('webhooks:read',  'List webhook endpoints and their deliveries'),
+    ('webhooks:write', 'Register, change and delete webhook endpoints; redeliver and test')
 ON CONFLICT (scope) DO UPDATE SET description = EXCLUDED.description;
 
 ----------------------------------------------------------------------------------------
@@ -85,6 +88,30 @@ ON CONFLICT (metric) DO UPDATE SET
     property = EXCLUDED.property,
     description = EXCLUDED.description;
 
+----------------------------------------------------------------------------------------
+-- prices of metered usage per plan and metric (600_billing.sql): included units, the
+-- unit price beyond them and the overage rule. The free plan charges nothing (its
+-- quotas block); rows are replaced whole, like the role mapping below.
+----------------------------------------------------------------------------------------
+
+DELETE FROM core.prices;
+INSERT INTO core.prices (plan_id, metric, included_units, unit_price, currency, overage, package_size) VALUES
+    ('free',       'api_calls',       10000,    0,        'EUR', 'none',        1),
+    ('free',       'tokens',          100000,   0,        'EUR', 'none',        1),
+    ('free',       'compute_minutes', 600,      0,        'EUR', 'none',        1),
+    ('pro',        'api_calls',       1000000,  0.0001,   'EUR', 'per_unit',    1),
+    ('pro',        'tokens',          10000000, 2.000000, 'EUR', 'per_package', 1000000),
+    ('pro',        'compute_minutes', 60000,    0.02,     'EUR', 'per_unit',    1),
+    ('pro',        'active_users',    50,       1.50,     'EUR', 'per_unit',    1),
+    ('pro',        'storage_gb',      100,      0.10,     'EUR', 'per_unit',    1),
+    ('pro',        'jobs_run',        10000,    0.001,    'EUR', 'per_unit',    1),
+    ('enterprise', 'api_calls',       50000000, 0.00005,  'EUR', 'per_unit',    1),
+    ('enterprise', 'tokens',          0,        1.500000, 'EUR', 'per_package', 1000000),
+    ('enterprise', 'compute_minutes', 0,        0.015,    'EUR', 'per_unit',    1),
+    ('enterprise', 'active_users',    1000,     1.00,     'EUR', 'per_unit',    1),
+    ('enterprise', 'storage_gb',      1000,     0.08,     'EUR', 'per_unit',    1),
+    ('enterprise', 'jobs_run',        0,        0.0005,   'EUR', 'per_unit',    1);
+
 INSERT INTO core.roles (role, rank, description) VALUES
     ('owner',     60, 'Everything, including managing owners'),
     ('admin',     50, 'Everything but managing owners'),
@@ -103,9 +130,10 @@ UNION ALL
 SELECT 'admin', scope FROM core.scopes
 UNION ALL
 SELECT r.role, s.scope FROM (VALUES
-    ('developer', ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'keys:manage', 'usage:read', 'usage:write']),
+    ('developer', ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'keys:manage', 'usage:read', 'usage:write',
+                        'webhooks:read', 'webhooks:write']),
     ('member',    ARRAY['tenant:read', 'projects:read', 'projects:write', 'members:read', 'usage:read']),
-    ('billing',   ARRAY['tenant:read', 'projects:read', 'members:read', 'billing:read', 'usage:read']),
+    ('billing',   ARRAY['tenant:read', 'projects:read', 'members:read', 'billing:read', 'billing:manage', 'usage:read']),
     ('viewer',    ARRAY['tenant:read', 'projects:read', 'members:read'])
 ) AS r (role, scopes), unnest(r.scopes) AS s (scope);
 
