@@ -4,7 +4,10 @@ PostgreSQL (embedded by default) and Redis are started if needed, the API runs a
 `tenantry serve` subprocess, and the demo talks to it like any client: sign-ups (on the
 free plan) with email verification, an invitation accepted by a new member, an API key,
 projects and tasks, isolation between tenants, a suspended tenant, rate-limit headers,
-and the analysts' view. Re-runnable: each run makes new tenants and users.
+the analysts' view, and then the features around them: acme's audit trail (sealed and
+verified), a webhook delivered to a local receiver that checks its signature, the
+subscription, a billing export and a usage report. Re-runnable: each run makes new tenants
+and users; a step that fails prints why and the demo goes on.
 
 Tokens that reach people by mail (email verification, invitations) are read where the
 API's transaction queued them, core.mail_outbox, as the database owner: the demo plays
@@ -16,6 +19,8 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 
 import httpx
 import psycopg
@@ -28,6 +33,15 @@ from db.platform import grant_platform_admin
 from db.settings import ANALYST_ROLE, Settings
 
 Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Acme:
+    """acme's tenant id, its owner's headers, and the platform operator's headers."""
+
+    tenant_id: str
+    owner: dict[str, str]
+    admin: dict[str, str]
 
 
 def run(settings: Settings, echo: Echo = print) -> None:
@@ -45,8 +59,13 @@ def run(settings: Settings, echo: Echo = print) -> None:
     echo(f"jobs       tenantry worker and tenantry scheduler --speed {DEMO_SPEED} (logs in {settings.state_dir})")
     try:
         with httpx.Client(base_url=base, timeout=30) as http:
-            _flow(http, settings, echo)
+            acme = _flow(http, settings, echo)
             _jobs(http, settings, echo)
+            for section in (_audit, _webhooks, _billing):
+                try:
+                    section(http, settings, echo, acme)
+                except Exception as exc:  # the demo goes on: one line says what failed
+                    echo(f"  {section.__name__.strip('_')} step failed: {type(exc).__name__}: {exc}")
     finally:
         for process in (server, *runners):
             process.terminate()
@@ -54,12 +73,18 @@ def run(settings: Settings, echo: Echo = print) -> None:
             process.wait(timeout=40)
 
 
+#: the demo's API and worker may call http:// and loopback webhook URLs (its local receiver);
+#: a real deployment leaves this off, so endpoints cannot reach internal addresses (SSRF)
+DEMO_WEBHOOK_ENV = {"TENANTRY_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES": "true"}
+
+
 def _start_api(settings: Settings) -> tuple[subprocess.Popen, str]:
     port = settings.api_port
     while not port_is_free(port):
         port += 1
     return spawn(
-        {"TENANTRY_DATABASE_URL": settings.database_url or "", "TENANTRY_REDIS_URL": settings.redis_url or ""},
+        {"TENANTRY_DATABASE_URL": settings.database_url or "", "TENANTRY_REDIS_URL": settings.redis_url or ""}
+        | DEMO_WEBHOOK_ENV,
         port,
         settings.state_dir / "demo-api.log",
         ready_path="/ready",
@@ -78,10 +103,16 @@ def _start_job_runner(settings: Settings) -> list[subprocess.Popen]:
 
     from db.local.postgres import free_port
 
-    env = dict(os.environ) | {
-        "TENANTRY_DATABASE_URL": settings.database_url or "",
-        "TENANTRY_REDIS_URL": settings.redis_url or "",
-    }
+    env = (
+        dict(os.environ)
+        | {
+            "TENANTRY_DATABASE_URL": settings.database_url or "",
+            "TENANTRY_REDIS_URL": settings.redis_url or "",
+            # the API and the worker must share the webhook keys (<state_dir>/webhook_keys)
+            "TENANTRY_STATE_DIR": str(settings.state_dir),
+        }
+        | DEMO_WEBHOOK_ENV
+    )
     commands = {
         "demo-worker.log": ["worker", "--threads", "2", "--metrics-port", str(free_port())],
         "demo-scheduler.log": ["scheduler", "--speed", str(DEMO_SPEED)],
@@ -172,7 +203,8 @@ def _show(echo: Echo, label: str, resp: httpx.Response) -> dict:
     return body
 
 
-def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
+def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> Acme:
+    """The main flow; returns what the later sections need of acme (and the operator)."""
     run_id = secrets.token_hex(3)
     password = f"demo-password-{run_id}"
 
@@ -296,6 +328,7 @@ def _flow(http: httpx.Client, settings: Settings, echo: Echo) -> None:
         echo(f"  {slug:<16} {plan:<5} {status:<10} projects={projects} open_tasks={open_tasks}")
 
     _password_reset(http, settings, echo, f"dev@acme-{run_id}.test")
+    return Acme(tenant_id=accounts["acme"]["tenant_id"], owner=acme, admin=admin)
 
 
 def _password_reset(http: httpx.Client, settings: Settings, echo: Echo, email: str) -> None:
@@ -366,3 +399,157 @@ def _make_platform_admin(http: httpx.Client, settings: Settings, run_id: str, pa
     grant_platform_admin(settings.database_url or "", email)
     token = http.post("/v1/auth/login", json={"email": email, "password": password}).json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
+
+
+def _tenantry(settings: Settings, *args: str) -> tuple[int, str]:
+    """Run `tenantry ARGS` as an operator would; its exit code and its last line of output."""
+    import os
+    import sys
+
+    env = os.environ | {
+        "TENANTRY_DATABASE_URL": settings.database_url or "",
+        "TENANTRY_STATE_DIR": str(settings.state_dir),
+    }
+    done = subprocess.run([sys.executable, "-m", "tenantry", *args], env=env, capture_output=True, text=True)
+    lines = (done.stdout.strip() or done.stderr.strip() or "(no output)").splitlines()
+    return done.returncode, lines[-1]
+
+
+def _audit(http: httpx.Client, settings: Settings, echo: Echo, acme: Acme) -> None:
+    """acme's audit trail (written by the database), then its hash chain sealed and verified."""
+    echo("\n-- audit: acme's trail (the database writes it), sealed into a hash chain and verified")
+    page = _show(
+        echo, "GET /v1/audit?limit=5 (oldest first)", http.get("/v1/audit", headers=acme.owner, params={"limit": 5})
+    )
+    for entry in page.get("items", []):
+        echo(
+            f"    {entry['occurred_at'][:19]} {entry['action']:<14} {entry['table_name'] or '-':<26} "
+            f"by {entry['actor_type'] or '-'} {entry['actor_id'] or ''}"
+        )
+    for args in (("audit", "seal"), ("audit", "verify", "--tenant", acme.tenant_id)):
+        code, line = _tenantry(settings, *args)
+        echo(f"  tenantry {' '.join(args[:2])}{' --tenant <acme>' if len(args) > 2 else ''}: {line}"
+             f"{'' if code == 0 else f' (exit {code})'}")  # fmt: skip
+
+
+def _receiver() -> tuple[ThreadingHTTPServer, dict[str, str], str, list[dict]]:
+    """A local webhook receiver on a free port, in a thread: each delivery is recorded with
+    whether its Standard Webhooks signature verified (the secret is set once it is known)."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler
+
+    received: list[dict] = []
+    secret: dict[str, str] = {}
+
+    def verify(body: bytes, headers) -> bool:  # docs/webhooks.md's receiver, by hand
+        msg_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
+        if abs(time.time() - int(stamp)) > 300:
+            return False
+        key = base64.b64decode(secret["value"].removeprefix("whsec_"))
+        expected = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+        return any(
+            version == "v1" and hmac.compare_digest(base64.b64decode(sig), expected)
+            for version, _, sig in (s.partition(",") for s in headers["webhook-signature"].split())
+        )
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                ok = "value" in secret and verify(body, self.headers)
+                event = json.loads(body)
+            except (KeyError, ValueError):
+                ok, event = False, {}
+            received.append({"id": self.headers.get("webhook-id"), "type": event.get("type"), "verified": ok})
+            self.send_response(204 if ok else 401)  # a refused signature is a failed attempt
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:  # quiet: the demo prints what it got
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, secret, f"http://127.0.0.1:{server.server_address[1]}/hook", received
+
+
+def _webhooks(http: httpx.Client, settings: Settings, echo: Echo, acme: Acme) -> None:
+    """acme moves to pro (webhooks are a plan feature), registers a local endpoint and sends
+    it a test event; the worker delivers it and the receiver checks the signature."""
+    import time
+
+    echo(
+        "\n-- webhooks (a Pro feature: acme upgrades): a local receiver checks each delivery's signature"
+        "\n   (the demo's API and worker run with TENANTRY_WEBHOOKS_ALLOW_PRIVATE_ADDRESSES=true because the"
+        "\n   receiver is http://127.0.0.1; left off, as in production, such addresses are refused: SSRF)"
+    )
+    server, secret, url, received = _receiver()
+    try:
+        # through the subscription, so that billing and the plan agree: the operator records
+        # the payment method (the provider's events would), then acme's owner upgrades
+        admin_sub = f"/v1/admin/tenants/{acme.tenant_id}/subscription"
+        paid = http.put(f"{admin_sub}/payment-method", headers=acme.admin, json={"on_file": True})
+        _show(echo, "PUT /v1/admin/.../payment-method (the operator)", paid)
+        upgraded = http.post("/v1/billing/subscription/upgrade", headers=acme.owner, json={"plan": "pro"})
+        _show(echo, "POST /v1/billing/subscription/upgrade pro", upgraded)
+        if upgraded.status_code != 200:  # the operator's direct way (the subscription keeps its plan)
+            moved = http.put(f"/v1/admin/tenants/{acme.tenant_id}/plan", headers=acme.admin, json={"plan": "pro"})
+            _show(echo, "PUT /v1/admin/tenants/{acme}/plan pro (the operator)", moved)
+        created = http.post("/v1/webhooks", headers=acme.owner, json={"url": url, "event_types": ["*"]})
+        endpoint = _show(echo, "POST /v1/webhooks (every event type)", created)
+        if created.status_code != 201:
+            echo("  no endpoint registered: nothing to deliver")
+            return
+        secret["value"] = endpoint["secret"]
+        echo(f"  secret shown once: {endpoint['secret'][:12]}...")
+        sent = http.post(f"/v1/webhooks/{endpoint['endpoint_id']}/test", headers=acme.owner)
+        test = _show(echo, "POST /v1/webhooks/{id}/test", sent)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = [r for r in list(received) if r["verified"] and r["id"] == test.get("event_id")]
+            if done:
+                echo(f"  delivered and verified: {done[0]['type']} {done[0]['id']}")
+                break
+            time.sleep(0.3)
+        else:
+            refused = sum(1 for r in received if not r["verified"])
+            echo(
+                f"  no verified delivery within 30 s ({len(received)} received, {refused} failed the signature;"
+                f" see {settings.state_dir / 'demo-worker.log'})"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _billing(http: httpx.Client, settings: Settings, echo: Echo, acme: Acme) -> None:
+    """The subscription, last month's invoice lines exported (exactly once), and this
+    month's usage report, as an operator runs them."""
+    import datetime as dt
+
+    echo("\n-- billing and analytics: the subscription, last month's export (twice: once only), a usage report")
+    resp = http.get("/v1/billing/subscription", headers=acme.owner)
+    sub = _show(echo, "GET /v1/billing/subscription", resp)
+    if resp.status_code == 200:
+        echo(
+            f"    plan {sub.get('plan')}, {sub.get('status')}, period {str(sub.get('current_period_start'))[:10]}"
+            f" .. {str(sub.get('current_period_end'))[:10]}, payment method: {sub.get('payment_method_on_file')}"
+        )
+    this_month = dt.datetime.now(dt.UTC).date().replace(day=1)
+    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    exports = settings.state_dir / "exports"
+    for _ in range(2):
+        code, line = _tenantry(
+            settings, "billing", "export", "--period", f"{last_month:%Y-%m}", "--format", "csv", "--dest", str(exports)
+        )
+        echo(f"  tenantry billing export --period {last_month:%Y-%m} --format csv: {line}"
+             f"{'' if code == 0 else f' (exit {code})'}")  # fmt: skip
+    code, line = _tenantry(
+        settings, "report", "usage", "--period", f"{this_month:%Y-%m}", "--out", str(settings.state_dir / "report")
+    )
+    outcome = f"wrote {line}" if code == 0 else f"{line} (exit {code})"
+    echo(f"  tenantry report usage --period {this_month:%Y-%m}: {outcome}")

@@ -162,13 +162,21 @@ class Connection(psycopg.Connection[Any]):
 
     _held: str | None = None
     _held_count = 0  # statements in _held (their results come before the caller's)
+    _opening: str = ""  # the opening alone (BEGIN; SET LOCAL ...), for the unfolded path
     _first: FirstStatement | None = None
     _ended = False  # the transaction was committed by execute_last
+    #: whether statements go folded into one simple query with the opening. Not on Citus
+    #: (the pool's configure sets it): a coordinator that delegates a distributed call to
+    #: a worker sends the whole query string there, so a folded call ran twice
+    #: (docs/citus.md, fact 33); there the opening goes alone (SET LOCAL only, safe), then
+    #: each statement with its own parameters.
+    fold = True
 
     def hold(self, opening: tuple[str, int], first: FirstStatement | None = None) -> None:
         """Send `opening` (text and number of statements: Context.opening) and `first`
         with the next statement instead of now."""
         text, count = opening
+        self._opening = text
         if first is not None:
             text, count = f"{text}; {first[0]}", count + 1
         self._held, self._held_count, self._first, self._ended = text, count, first, False
@@ -228,6 +236,8 @@ class Connection(psycopg.Connection[Any]):
             raise psycopg.ProgrammingError("the transaction was committed with its last statement (execute_last)")
 
     def _send(self, query: Statement | None, params: Any, *, commit: bool) -> psycopg.Cursor[Any]:
+        if not self.fold:
+            return self._send_unfolded(query, params, commit=commit)
         held, count, first = self._held, self._held_count, self._first
         if held is None:  # execute_last in an open transaction: the statement and COMMIT
             held, count, first = "", 0, None
@@ -255,6 +265,28 @@ class Connection(psycopg.Connection[Any]):
         if first is not None:
             first[1](first_rows)
         return cur
+
+    def _send_unfolded(self, query: Statement | None, params: Any, *, commit: bool) -> psycopg.Cursor[Any]:
+        """`_send` one statement per round trip (Citus): the opening, the first statement,
+        the caller's, then COMMIT."""
+        held, first = self._held, self._first
+        self._held, self._first = None, None
+        if held is not None:
+            super().execute(self._opening.encode())
+            if first is not None:
+                first[1](super().execute(first[0].encode()).fetchall())
+        cur = super().execute(query, params) if query is not None else self.cursor()
+        if commit:
+            super().execute(b"COMMIT")
+            self._ended = True
+        return cur
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """A new pooled connection: whether it may fold statements (not on Citus)."""
+    if isinstance(conn, Connection):
+        conn.fold = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'").fetchone() is None
+        conn.commit()
 
 
 @contextmanager
@@ -411,6 +443,7 @@ class Database:
                 pool: ConnectionPool = ConnectionPool(
                     url,
                     connection_class=Connection,
+                    configure=_configure,
                     min_size=self.settings.pool_min_size,
                     max_size=self.settings.pool_max_size,
                     kwargs=kwargs,

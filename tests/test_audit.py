@@ -51,8 +51,11 @@ def verify(database: Database, tenant_id: str | uuid.UUID) -> dict:
 def superuser(owner_url: str) -> psycopg.Connection[dict[str, Any]]:
     """A superuser connection that bypasses the audit triggers (what an intruder with
     database superuser rights could do behind the application's back)."""
-    conn = psycopg.connect(owner_url, autocommit=True, row_factory=dict_row)
-    conn.execute("SET session_replication_role = replica")
+    conn = psycopg.connect(owner_url, row_factory=dict_row)  # one transaction, committed by `with`
+    # SET LOCAL, propagated: on Citus the triggers fire on the workers' shards (a plain
+    # PostgreSQL takes the citus.* setting as an unused placeholder)
+    conn.execute("SET LOCAL citus.propagate_set_commands = 'local'")
+    conn.execute("SET LOCAL session_replication_role = replica")
     return conn
 
 

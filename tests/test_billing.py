@@ -83,8 +83,11 @@ def test_a_tenant_upgrades_downgrades_and_cancels_itself(http, sign_up, admin_he
     # the period ends: the worker rolls it over, the cancellation takes effect
     with psycopg.connect(owner_url, autocommit=True) as conn:
         conn.execute(
-            "UPDATE core.subscriptions SET anchor_at = anchor_at - interval '1 month',"
-            " current_period_start = current_period_start - interval '1 month',"
+            # in UTC (immutable): Citus refuses a STABLE timestamptz - interval over columns
+            "UPDATE core.subscriptions"
+            " SET anchor_at = ((anchor_at AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
+            " current_period_start ="
+            " ((current_period_start AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
             " current_period_end = now() - interval '1 second' WHERE tenant_id = %s",
             (acct.tenant_id,),
         )

@@ -140,8 +140,8 @@ END
 $$;
 
 -- AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW on every audited tenant table. Its
--- arguments (set by the loop below from the catalog) are the table's key columns and
--- its secret columns, so no row pays a catalog lookup. Definer: the api role has no
+-- arguments (set by the loop below from the catalog) are the table's key columns, its
+-- secret columns and its name, so no row pays a catalog lookup. Definer: the api role has no
 -- INSERT on the log beyond its own events; on the shard it sees the SET LOCAL context
 -- (docs/citus.md, fact 10).
 CREATE OR REPLACE FUNCTION core.audit_row_change()
@@ -158,7 +158,9 @@ DECLARE
     v_changes jsonb;
     v_key jsonb;
     v_action text := lower(TG_OP);
-    v_table text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    -- the table's name from the attach loop: on Citus the trigger fires on a shard, whose
+    -- TG_TABLE_NAME is projects_102008
+    v_table text := TG_ARGV[2];
     v_tenant uuid;
     v_actor_id uuid := core.current_actor_id();
     v_actor_type text := core.current_actor_type();
@@ -796,7 +798,7 @@ DECLARE
     v_table record;
 BEGIN
     FOR v_table IN
-        SELECT c.oid::regclass AS rel,
+        SELECT c.oid::regclass AS rel, n.nspname || '.' || c.relname AS qualified,
                (SELECT string_agg(a.attname, ',' ORDER BY array_position(x.indkey::int2[], a.attnum))
                   FROM pg_catalog.pg_index AS x
                   JOIN pg_catalog.pg_attribute AS a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[])
@@ -816,8 +818,8 @@ BEGIN
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS audit_row_change ON %s', v_table.rel);
         EXECUTE format('CREATE TRIGGER audit_row_change AFTER INSERT OR UPDATE OR DELETE ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION core.audit_row_change(%L, %L)',
-                       v_table.rel, COALESCE(v_table.keys, 'tenant_id'), v_table.secrets);
+                       'FOR EACH ROW EXECUTE FUNCTION core.audit_row_change(%L, %L, %L)',
+                       v_table.rel, COALESCE(v_table.keys, 'tenant_id'), v_table.secrets, v_table.qualified);
     END LOOP;
 END
 $$;
