@@ -1,17 +1,21 @@
-"""`tenantry db …`, `tenantry citus …` and `tenantry platform-admin …`: the database
-commands for developers and DBAs."""
+"""`tenantry db …`, `tenantry citus …`, `tenantry platform-admin …` and `tenantry tenant …`:
+the database commands for developers, DBAs and operators."""
 
 from __future__ import annotations
 
+import getpass
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 import typer
 
-from db import citus_ops, dsn, lint, migrate
+from db import backup, citus_ops, dsn, lifecycle, lint, migrate
 from db.friendly import friendly
 from db.local import services
 from db.local.cli import dev_cluster_app
@@ -22,6 +26,7 @@ db_app = typer.Typer(help="The database: migrations, status, lint.", no_args_is_
 citus_app = typer.Typer(help="Citus operations.", no_args_is_help=True)
 citus_app.add_typer(dev_cluster_app, name="dev-cluster")
 platform_admin_app = typer.Typer(help="Platform administrators (operators who manage tenants).", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenant lifecycle: export, erase, import (db/lifecycle.py).", no_args_is_help=True)
 
 
 def _owner_url() -> str:
@@ -122,6 +127,79 @@ def db_lint() -> None:
         typer.echo(str(problem))
     if problems:
         typer.secho(f"{len(problems)} problem(s)", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo("lint: ok")
+
+
+# -- db backup / restore (db/backup.py; docs/operations.md, Backups) ------------------------
+
+
+@db_app.command("backup")
+@friendly
+def db_backup(
+    dest: Annotated[
+        Path | None, typer.Option("--dest", help="Folder to write the backup (and its manifest) to.")
+    ] = None,
+    restore_point: Annotated[
+        str | None,
+        typer.Option(
+            "--restore-point",
+            help="Citus only: mark a consistent point of the whole cluster in every node's WAL "
+            "(citus_create_restore_point), to recover each node's own backup to.",
+        ),
+    ] = None,
+) -> None:
+    """Back up the database: pg_dump custom format into DEST, then delete backups there
+    older than TENANTRY_BACKUP_RETENTION_DAYS. On Citus: --restore-point NAME."""
+    url = _owner_url()
+    if restore_point is not None:
+        point = backup.create_restore_point(url, restore_point)
+        typer.echo(f"restore point {point.name!r} written on every node (coordinator LSN {point.lsn})")
+        typer.echo(f"to recover: restore each node's base backup with recovery_target_name = '{point.name}'")
+        return
+    if dest is None:
+        raise backup.BackupError("name the folder: --dest DIR")
+    made, deleted = backup.backup(url, dest, get_settings().backup_retention_days)
+    manifest = backup.Manifest.read(made)
+    typer.echo(f"backup: {made} ({manifest.size} bytes, revision {manifest.revision}, sha256 {manifest.sha256})")
+    for old in deleted:
+        typer.echo(f"retention: deleted {old.name}")
+
+
+@db_app.command("restore")
+@friendly
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="A backup of `tenantry db backup` (its .json manifest next to it).")],
+    into: Annotated[
+        str | None,
+        typer.Option("--into", help="New database on this server (default: <database>_restored_<UTC time>)."),
+    ] = None,
+    target_url: Annotated[
+        str | None, typer.Option("--target-url", help="Owner DSN of the database to restore into (any server).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="If the target database holds tenantry's schemas: DROP it (disconnecting its clients, "
+            "the live database too) and re-create it from the backup.",
+        ),
+    ] = False,
+) -> None:
+    """Restore a backup into a new database, re-apply its database privileges, lint it."""
+    if into and target_url:
+        raise LookupError("give --into or --target-url, not both")
+    manifest = backup.verify(file)
+    url = target_url or backup.with_database(_owner_url(), into or backup.default_restore_name(manifest))
+    restored = backup.restore(file, url, force=force)
+    if restored.replaced:
+        typer.secho(f"dropped the existing database {restored.database!r} (--force)", fg="yellow", err=True)
+    typer.echo(f"restored {file.name} into database {restored.database!r} (revision {restored.revision})")
+    problems = lint.lint(url)
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        typer.secho(f"lint of the restored database: {len(problems)} problem(s)", fg="red", err=True)
         raise typer.Exit(1)
     typer.echo("lint: ok")
 
@@ -402,3 +480,58 @@ def admin_revoke(email: str) -> None:
     """Take platform administration away from a user (effective on their next request)."""
     grant_platform_admin(_owner_url(), email, grant=False)
     typer.echo(f"{email} is no longer a platform administrator")
+
+
+# -- tenant: lifecycle (db/lifecycle.py; docs/operations.md, "Tenant lifecycle") --------
+
+
+@contextmanager
+def _lifecycle_errors() -> Iterator[None]:
+    try:
+        yield
+    except lifecycle.LifecycleError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@tenant_app.command("export")
+@friendly
+def tenant_export(
+    tenant: Annotated[uuid.UUID, typer.Argument(help="The tenant's id.")],
+    out: Annotated[Path, typer.Option("--out", help="The JSON-lines file to write (manifest: FILE.manifest.json).")],
+) -> None:
+    """Write every row of a tenant, from one snapshot, as JSON lines (secret columns left out)."""
+    with _lifecycle_errors():
+        manifest = lifecycle.export_tenant(_owner_url(), tenant, out)
+    typer.echo(f"exported {sum(manifest['tables'].values())} rows to {out} (sha256 {manifest['sha256']})")
+
+
+@tenant_app.command("erase")
+@friendly
+def tenant_erase(
+    tenant: Annotated[uuid.UUID, typer.Argument(help="The tenant's id.")],
+    grace_days: Annotated[
+        int | None, typer.Option("--grace-days", min=0, help="Default: TENANTRY_TENANT_ERASE_GRACE_DAYS (30).")
+    ] = None,
+) -> None:
+    """Hard-delete every row of a tenant deleted longer ago than the grace period; keep a tombstone."""
+    days = get_settings().tenant_erase_grace_days if grace_days is None else grace_days
+    with _lifecycle_errors():
+        deleted = lifecycle.erase_tenant(_owner_url(), tenant, timedelta(days=days), getpass.getuser())
+    typer.echo(
+        f"erased tenant {tenant}: {sum(deleted.values())} rows from {sum(1 for n in deleted.values() if n)} tables"
+    )
+
+
+@tenant_app.command("import")
+@friendly
+def tenant_import(
+    file: Annotated[Path, typer.Argument(help="An export (its FILE.manifest.json beside it).")],
+    as_new_tenant: Annotated[
+        bool, typer.Option("--as-new-tenant", help="Give the tenant and its rows new ids.")
+    ] = False,
+) -> None:
+    """Restore an export into an empty database, or under a new tenant id."""
+    with _lifecycle_errors():
+        tenant, counts = lifecycle.import_tenant(_owner_url(), file, as_new_tenant)
+    typer.echo(f"imported tenant {tenant}: {sum(counts.values())} rows")

@@ -12,7 +12,7 @@ import psycopg
 import sqlalchemy.exc
 import typer
 
-from db import errors, migrate
+from db import backup, errors, migrate
 from db.local.citus_cluster import ClusterError
 from db.local.postgres import ServerError
 from db.local.redis import RedisServerError
@@ -32,7 +32,14 @@ def friendly(func: F) -> F:
                 if isinstance(exc.orig, BaseException):
                     raise exc.orig from None
                 raise
-        except (ServerError, RedisServerError, migrate.MigrationError, ClusterError, LookupError) as exc:
+        except (
+            ServerError,
+            RedisServerError,
+            migrate.MigrationError,
+            ClusterError,
+            backup.BackupError,
+            LookupError,
+        ) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
         except psycopg.OperationalError as exc:
             if exc.sqlstate:  # the server answered (a deadlock, a cancelled statement, ...)

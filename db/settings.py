@@ -247,6 +247,13 @@ class Settings(BaseSettings):
         description="Days a subscription may stay past_due (a failed payment) before the `suspend_past_due` job "
         "suspends its tenant (writes refused, reads kept); a successful payment reactivates it.",
     )
+    tenant_erase_grace_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Days a deleted tenant is kept before `tenantry tenant erase` may hard-delete its rows "
+        '(`--grace-days` overrides it for one run; docs/operations.md, "Tenant lifecycle").',
+    )
 
     # -- mail (jobs/mail.py: `tenantry mail deliver`) ------------------------------------
     smtp_host: str | None = Field(
@@ -317,6 +324,16 @@ class Settings(BaseSettings):
         description="Let webhook endpoints use http:// and addresses that resolve to loopback, private, "
         "link-local, multicast or reserved networks (for local development and tests). Off: such URLs are "
         "refused when registered and again when sent (SSRF).",
+    )
+
+    # -- backups (db/backup.py: `tenantry db backup`) ---------------------------------------
+    backup_retention_days: int = Field(
+        default=7,
+        ge=1,
+        le=3660,
+        description="After a successful `tenantry db backup --dest DIR`, backups in DIR (files named "
+        "`tenantry-<database>-<UTC time>.dump`, and their manifests) taken longer ago than this are deleted; "
+        "other files are never touched.",
     )
 
     citus_pg_bin: Path | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from api.cli import api_app
-from db.cli import citus_app, db_app, platform_admin_app
+from db.cli import citus_app, db_app, platform_admin_app, tenant_app
 from db.local.cli import services_app
 from jobs.analytics_cli import analytics_app, report_app
 from jobs.audit_cli import audit_app
@@ -15,8 +15,8 @@ from jobs.cli import jobs_app, mail_app, runner_app
 HELP = """tenantry: multi-tenant SaaS platform on PostgreSQL + Citus.
 
 Each sub-command lives beside what it drives: `services` and `citus dev-cluster` in
-db/local/ (what runs on this machine), `db`, `citus` and `platform-admin` in db/ (the
-database), `serve` and `demo` in api/ (the HTTP API), `worker`, `scheduler`, `jobs`,
+db/local/ (what runs on this machine), `db`, `citus`, `platform-admin` and `tenant` in db/
+(the database), `serve` and `demo` in api/ (the HTTP API), `worker`, `scheduler`, `jobs`,
 `mail`, `audit`, `analytics` and `report` in jobs/ (the job runner, outgoing mail, the
 audit log's seal chain, analysts' access and reports).
 Settings are TENANTRY_* environment variables (README, "Settings")."""
@@ -26,6 +26,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
 app.add_typer(citus_app, name="citus")
 app.add_typer(platform_admin_app, name="platform-admin")
+app.add_typer(tenant_app, name="tenant")
 app.add_typer(api_app)  # serve, demo
 app.add_typer(runner_app)  # worker, scheduler
 app.add_typer(jobs_app, name="jobs")

@@ -98,6 +98,16 @@ def test_a_tenant_upgrades_downgrades_and_cancels_itself(http, sign_up, admin_he
     assert http.get("/v1/quotas", headers=h).json()["plan"] == "free"
 
 
+def test_a_plan_set_by_a_platform_admin_is_the_subscriptions_plan(http, sign_up, admin_headers):
+    # before: admin.set_tenant_plan moved the tenant (and its quotas) to pro while its
+    # subscription still said free
+    acct = sign_up(plan="free")
+    moved = http.put(f"/v1/admin/tenants/{acct.tenant_id}/plan", headers=admin_headers, json={"plan": "pro"})
+    assert moved.status_code == 200, moved.text
+    sub = http.get("/v1/billing/subscription", headers=acct.headers).json()
+    assert sub["plan"] == "pro" and sub["pending_plan"] is None
+
+
 def test_only_billing_scopes_reach_billing(http, sign_up, admin_headers):
     acct = sign_up(plan="free")
 

@@ -122,6 +122,27 @@ CREATE OR REPLACE TRIGGER start_subscription
     AFTER INSERT ON core.tenants
     FOR EACH ROW EXECUTE FUNCTION core.start_subscription();
 
+-- Row trigger on core.tenants (AFTER UPDATE OF plan_id): the subscription follows the
+-- tenant's plan, whoever changed it (a platform admin's admin.set_tenant_plan sets the
+-- plan at once, without proration; the subscription functions set both), so the two
+-- never disagree. A pending downgrade is dropped: the plan was just decided.
+CREATE OR REPLACE FUNCTION core.follow_tenant_plan()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE core.subscriptions SET plan_id = NEW.plan_id, pending_plan_id = NULL
+     WHERE tenant_id = NEW.tenant_id AND plan_id IS DISTINCT FROM NEW.plan_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER follow_tenant_plan
+    AFTER UPDATE OF plan_id ON core.tenants
+    FOR EACH ROW WHEN (OLD.plan_id IS DISTINCT FROM NEW.plan_id)
+    EXECUTE FUNCTION core.follow_tenant_plan();
+
 ----------------------------------------------------------------------------------------
 -- plan changes: the rules, shared by the tenant's and the admin's entry points
 ----------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 -- attaches to core.tenants are dropped first, so the schema left at 0012 works
 -- without the billing functions.
 DROP TRIGGER IF EXISTS start_subscription ON core.tenants;
+DROP TRIGGER IF EXISTS follow_tenant_plan ON core.tenants;
+DROP FUNCTION IF EXISTS core.follow_tenant_plan();
 
 DROP TABLE core.provider_events CASCADE;
 DROP TABLE core.subscription_changes CASCADE;
