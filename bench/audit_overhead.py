@@ -7,7 +7,7 @@ two states of the same database, in interleaved runs:
 * audited  - as migrated: core.audit_row_change writes an audit row per change (and the
              outbox triggers of core.tasks, when the webhooks feature has them, an event);
 * baseline - the same, with those triggers of core.tasks disabled (every trigger whose
-             name matches --triggers, default `audit|outbox`, as the owner); the other
+             name matches --triggers, default `audit|emit_`, as the owner); the other
              triggers (quotas, timestamps, tenant guards), RLS and the keys still run.
 
 Runs alternate (audited, baseline, baseline, audited, ...), so drift and load from
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, help="paired rounds (default 6)")
     parser.add_argument("--seconds", type=int, help="seconds per run (default 4)")
     parser.add_argument("--clients", type=int, default=2, help="tenants writing at once, one client each (default 2)")
-    parser.add_argument("--triggers", default="audit|outbox", help="regex of the trigger names the baseline disables")
+    parser.add_argument("--triggers", default="audit|emit_", help="regex of the trigger names the baseline disables")
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 6)
     seconds = args.seconds or (2 if args.quick else 4)
