@@ -15,13 +15,16 @@ first for export and import, children first for erase.
   marked `"reference": true`. A sidecar FILE.manifest.json holds the tables, row counts,
   the sha256 of the data lines and the omitted columns.
 * Erase: only a tenant deleted longer ago than the grace period. One transaction as the
-  owner with session_replication_role = replica: the tenant's own triggers (the status
+  connecting superuser (turning triggers off needs one; tenantry_owner would not do on
+  Citus, where the SET LOCALs run on the workers as the current user) with
+  session_replication_role = replica: the tenant's own triggers (the status
   guard refuses any write of a deleted tenant, audit, outbox, quota counters) do not fire
   on rows that are being destroyed; the audit erase hook's settings are set as well.
   A tombstone (core.tenant_tombstones) keeps the id, when, by whom and the billing totals
   per month; then a catalog-wide check that no table with a tenant_id column holds the id.
 * Import: the same replica mode, so the rows go in as they were exported (no audit rows,
-  no outbox events, no quota deltas), then ops.reconcile_quotas recounts the tenant.
+  no outbox events, no quota deltas), then ops.reconcile_quotas recounts the tenant in a
+  transaction of its own (re-runnable).
   With a new tenant id, the tenant id and every uuid primary key value are rewritten
   everywhere in the file (jsonb payloads included), so foreign keys still match.
   Secret columns that may not be NULL get random values: the API keys, invitation and
@@ -284,8 +287,9 @@ def erase_tenant(url: str, tenant_id: uuid.UUID, grace: timedelta, erased_by: st
                 f"tenant {tenant_id} was deleted at {deleted_at}, within the grace period ({grace.days} days): "
                 "it can be erased after that"
             )
+        # as the connecting superuser, not tenantry_owner: turning triggers off needs one,
+        # and on Citus the SET LOCALs run on the workers as the current user
         _replica_mode(conn, erasing=tenant_id)
-        _owner(conn)
         billing = conn.execute(
             "SELECT COALESCE(jsonb_agg(b ORDER BY b->>'period', b->>'currency'), '[]') FROM ("
             " SELECT jsonb_build_object('period', period, 'currency', currency, 'amount', sum(amount),"
@@ -340,8 +344,7 @@ def import_tenant(url: str, path: Path, as_new_tenant: bool = False) -> tuple[uu
         new_id = uuid.UUID(mapping.get(old_id, old_id))
         if conn.execute("SELECT 1 FROM core.tenants WHERE tenant_id = %s", (new_id,)).fetchone():
             raise LifecycleError(f"tenant {new_id} exists: import into an empty database or use --as-new-tenant")
-        _replica_mode(conn)
-        _owner(conn)
+        _replica_mode(conn)  # as the connecting superuser (see erase_tenant)
         counts: dict[str, int] = {}
         with path.open(encoding="utf-8") as f:
             for raw in f:
@@ -353,13 +356,15 @@ def import_tenant(url: str, path: Path, as_new_tenant: bool = False) -> tuple[uu
                 # to its column's type (numbers keep their digits, timestamps their zone)
                 if item.get("reference"):
                     # a member's account: created (without a password) only where it is missing
-                    cur = conn.execute(
+                    # RETURNING counts what went in: Citus's row count for an INSERT ... SELECT
+                    # into a reference table includes the rows the conflict skipped
+                    made = conn.execute(
                         "INSERT INTO core.users (user_id, email, name)"
                         " SELECT user_id, email, name FROM jsonb_populate_record(NULL::core.users, %s::jsonb -> 'row')"
-                        " ON CONFLICT DO NOTHING",
+                        " ON CONFLICT DO NOTHING RETURNING 1",
                         (raw,),
-                    )
-                    counts[name] = counts.get(name, 0) + cur.rowcount
+                    ).fetchall()
+                    counts[name] = counts.get(name, 0) + len(made)
                     continue
                 table = tables.get(name)
                 if table is None:
@@ -381,6 +386,9 @@ def import_tenant(url: str, path: Path, as_new_tenant: bool = False) -> tuple[uu
                         f"{name}: {diag.message_primary} ({diag.message_detail}): nothing was imported"
                     ) from None
                 counts[name] = counts.get(name, 0) + 1
-        conn.execute("RESET ROLE")
+        # the counters recounted in a transaction of their own: on Citus a definer function
+        # may not read the shards this transaction wrote as another user (docs/citus.md,
+        # fact 16); the import is committed first, and the recount can be re-run
+        conn.commit()
         conn.execute("SELECT * FROM ops.reconcile_quotas(%s)", (new_id,))
     return new_id, counts
