@@ -48,7 +48,10 @@ def friendly(func: F) -> F:
                 typer.secho(f"error: cannot reach the database: {str(exc).strip()}", fg="red", err=True)
                 typer.echo("Check TENANTRY_DATABASE_URL, or unset it to use the embedded server.", err=True)
         except psycopg.Error as exc:  # named from the registry: "error: TN001 tenant_suspended: ..."
-            typer.secho(f"error: {errors.label(exc.sqlstate)}: {str(exc).strip()}", fg="red", err=True)
+            # the server's message and hint, on one line: str(exc) adds CONTEXT lines (PL/pgSQL frames)
+            message = exc.diag.message_primary or str(exc).strip()
+            hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+            typer.secho(f"error: {errors.label(exc.sqlstate)}: {message}{hint}", fg="red", err=True)
         raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]

@@ -14,7 +14,9 @@ first for export and import, children first for erase.
   fields (user_id, email, name; never a password hash) follow as `core.users` lines
   marked `"reference": true`. A sidecar FILE.manifest.json holds the tables, row counts,
   the sha256 of the data lines and the omitted columns.
-* Erase: only a tenant deleted longer ago than the grace period. One transaction as the
+* Erase: only a tenant deleted longer ago than the grace period: the rule is SQL's
+  (core.assert_tenant_erasable, sql/repeatable/700_lifecycle.sql: TN004, P0002), asked
+  first, and it keeps the tenant's row locked until the erase commits. One transaction as the
   connecting superuser (turning triggers off needs one; tenantry_owner would not do on
   Citus, where the SET LOCALs run on the workers as the current user) with
   session_replication_role = replica: the tenant's own triggers (the status
@@ -273,20 +275,14 @@ def holders(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> dict[str, in
 def erase_tenant(url: str, tenant_id: uuid.UUID, grace: timedelta, erased_by: str) -> dict[str, int]:
     """Delete every row of a tenant deleted longer ago than `grace`; return rows per table."""
     with psycopg.connect(url) as conn:
+        # the rule is SQL's (700_lifecycle.sql): TN004 (not deleted, within the grace
+        # period, erased already) or P0002 (unknown) refuse, and the tenant's row stays
+        # locked until the commit, so nothing changes it or writes under it meanwhile
         state = conn.execute(
-            "SELECT status, deleted_at, deleted_at < now() - %s, plan_id FROM core.tenants WHERE tenant_id = %s",
-            (grace, tenant_id),
+            "SELECT deleted_at, plan_id FROM core.assert_tenant_erasable(%s, %s)", (tenant_id, grace)
         ).fetchone()
-        if state is None:
-            raise LifecycleError(f"no tenant {tenant_id}")
-        status, deleted_at, past_grace, plan_id = state
-        if status != "deleted":
-            raise LifecycleError(f"tenant {tenant_id} is {status}: only a deleted tenant can be erased")
-        if not past_grace:
-            raise LifecycleError(
-                f"tenant {tenant_id} was deleted at {deleted_at}, within the grace period ({grace.days} days): "
-                "it can be erased after that"
-            )
+        assert state is not None  # the function returns the row or raises
+        deleted_at, plan_id = state
         # as the connecting superuser, not tenantry_owner: turning triggers off needs one,
         # and on Citus the SET LOCALs run on the workers as the current user
         _replica_mode(conn, erasing=tenant_id)

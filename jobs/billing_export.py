@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import fcntl
 import hashlib
 import io
 import json
@@ -273,6 +274,22 @@ def export_period(
         raise ExportError(f"the format is one of {', '.join(FORMATS)}, not {fmt!r}")
     dest.mkdir(parents=True, exist_ok=True)
     folder = dest.resolve()
+    # One exporter per folder at a time (a lock on the folder itself, so nothing is added
+    # to it; the process's exit frees it): a second exporter of the month waits here, then
+    # finds the first's ledger row. Without it, its removal of crashed runs' temporary
+    # files removed the first's live one (FileNotFoundError at the rename; 8 rounds in 10
+    # in tests/test_billing_concurrency.py).
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _export_period(db, period, fmt, folder, force=force, pause_after_rows=pause_after_rows)
+    finally:
+        os.close(fd)  # frees the lock
+
+
+def _export_period(
+    db: Database, period: dt.date, fmt: str, folder: Path, *, force: bool, pause_after_rows: int | None
+) -> ExportResult:
     destination = str(folder)
 
     with db.transaction(WORKER) as conn:

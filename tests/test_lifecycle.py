@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from db import lifecycle
 from tests.helpers import OWNERS, call, one
+from tests.test_races import together
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -105,15 +108,90 @@ def test_export_reads_through_a_server_side_cursor(api_pool, new_tenant, owner_u
     assert len(names) == tables + 1  # one named (server-side) cursor per table, and the users
 
 
+def erase(owner_url: str, tenant: uuid.UUID, days: int = 30) -> dict[str, int]:
+    return lifecycle.erase_tenant(owner_url, tenant, timedelta(days=days), "test")
+
+
+def erase_refusal(owner_url: str, tenant: uuid.UUID, days: int = 30) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as refused:
+        erase(owner_url, tenant, days)
+    return refused.value
+
+
 def test_erase_is_refused_for_a_live_tenant_and_within_the_grace_period(new_tenant, owner_url, as_admin):
+    # the rule is the database's (core.assert_tenant_erasable): TN004, a message that says what to do
     live = new_tenant()
-    with pytest.raises(lifecycle.LifecycleError, match="only a deleted tenant"):
-        lifecycle.erase_tenant(owner_url, live, timedelta(days=30), "test")
+    refused = erase_refusal(owner_url, live)
+    assert refused.sqlstate == "TN004" and f"tenant {live} is active: only a deleted tenant" in str(refused)
     recent = new_tenant()
     delete_long_ago(owner_url, as_admin, recent, days=3)
-    with pytest.raises(lifecycle.LifecycleError, match="grace period"):
-        lifecycle.erase_tenant(owner_url, recent, timedelta(days=30), "test")
+    refused = erase_refusal(owner_url, recent)
+    assert refused.sqlstate == "TN004" and "within the grace period (30 days)" in str(refused)
+    with psycopg.connect(owner_url) as conn:
+        (deleted_at,) = conn.execute("SELECT deleted_at FROM core.tenants WHERE tenant_id = %s", (recent,)).fetchone()
+    erasable = (deleted_at + timedelta(days=30)).astimezone(dt.UTC)
+    assert f"it can be erased from {erasable:%Y-%m-%d %H:%M:%S} UTC" in str(refused)  # it says when
     assert tenant_rows(owner_url, recent)["core.tenants"] == 1
+    assert erase_refusal(owner_url, uuid.uuid4()).sqlstate == "P0002"  # unknown: not found, as every lookup
+    assert erase_refusal(owner_url, recent, days=-1).sqlstate == "22023"
+
+    assert erase(owner_url, recent, days=3)["core.tenants"] == 1  # past a shorter grace
+    again = erase_refusal(owner_url, recent)
+    assert again.sqlstate == "TN004" and "was erased at" in str(again) and "by test" in str(again)
+
+
+# -- races: the erase locks the tenant's row first (FOR UPDATE) ----------------------------------
+
+#: rounds of each race (one fresh tenant each)
+ROUNDS = 4
+
+
+def test_two_erases_at_once_erase_once_and_the_other_is_told(new_tenant, owner_url, as_admin):
+    # before the lock: both passed the check, and the second failed on the tombstone's
+    # primary key (23505) or on a tenant it could no longer find -- every round
+    for _ in range(ROUNDS):
+        tenant = new_tenant()
+        delete_long_ago(owner_url, as_admin, tenant)
+
+        def erase_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> dict[str, int]:
+            barrier.wait(timeout=30)
+            return erase(owner_url, tenant)
+
+        results = together(erase_at, erase_at)
+        erased = [r for r in results if isinstance(r, dict)]
+        refused = [r for r in results if not isinstance(r, dict)]
+        assert len(erased) == 1 and erased[0]["core.tenants"] == 1, results
+        assert [getattr(r, "sqlstate", None) for r in refused] == ["TN004"], results
+        assert "was erased at" in str(refused[0])
+        assert tenant_rows(owner_url, tenant) == {}
+        with psycopg.connect(owner_url) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM core.tenant_tombstones WHERE erased_tenant_id = %s", (tenant,)
+            ).fetchone() == (1,)
+
+
+def test_a_reactivation_racing_an_erase_never_brings_an_erased_tenant_back(new_tenant, owner_url, as_admin):
+    # Nothing restores a deleted tenant: 'deleted' is final (TN003, 100_tenants.sql). A
+    # platform administrator's reactivation at the moment of the erase waits for the
+    # erase's lock, then finds no tenant (P0002); or, first, is refused (TN003). Exactly
+    # one wins, always the erase, and no half-erased or reactivated tenant remains.
+    for _ in range(ROUNDS):
+        tenant = new_tenant()
+        delete_long_ago(owner_url, as_admin, tenant)
+
+        def erase_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> dict[str, int]:
+            barrier.wait(timeout=30)
+            return erase(owner_url, tenant)
+
+        def reactivate_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> Any:
+            with as_admin() as conn:
+                barrier.wait(timeout=30)
+                return conn.execute("SELECT status FROM admin.set_tenant_status(%s, 'active')", (tenant,)).fetchone()
+
+        erased, reactivated = together(erase_at, reactivate_at)
+        assert isinstance(erased, dict) and erased["core.tenants"] == 1, erased
+        assert getattr(reactivated, "sqlstate", None) in {"TN003", "P0002"}, reactivated
+        assert tenant_rows(owner_url, tenant) == {}
 
 
 def test_round_trip_export_erase_import_export_is_identical_but_ids(
@@ -193,6 +271,8 @@ def test_cli_exports_and_refuses_an_early_erase_with_exit_1(new_tenant, owner_ur
     refused = tenantry("erase", str(tenant))  # 10 days ago, default grace 30 days
     assert refused.returncode == 1
     assert "within the grace period (30 days)" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: TN004 tenant_not_erasable: tenant ")  # db/friendly.py, one line
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     erased = tenantry("erase", str(tenant), "--grace-days", "7")
     assert erased.returncode == 0, erased.stderr
     assert tenant_rows(owner_url, tenant) == {}

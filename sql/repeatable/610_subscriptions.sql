@@ -147,7 +147,12 @@ CREATE OR REPLACE TRIGGER follow_tenant_plan
 -- plan changes: the rules, shared by the tenant's and the admin's entry points
 ----------------------------------------------------------------------------------------
 
--- The tenant's subscription, locked for a change (P0002 when it has none).
+-- The tenant's subscription, locked for a change (P0002 when it has none). The tenant's
+-- row is locked first (FOR NO KEY UPDATE, as an UPDATE of it would): a plan change
+-- writes core.tenants, then core.subscriptions (trigger follow_tenant_plan), as
+-- admin.set_tenant_plan and ops.advance_subscriptions do, so every path takes the two
+-- locks in one order. Locking the subscription first deadlocked an upgrade against a
+-- platform administrator's plan change (tests/test_billing_concurrency.py).
 CREATE OR REPLACE FUNCTION core.lock_subscription(p_tenant_id uuid)
 RETURNS core.subscriptions
 LANGUAGE plpgsql
@@ -156,6 +161,7 @@ AS $$
 DECLARE
     v_sub core.subscriptions;
 BEGIN
+    PERFORM 1 FROM core.tenants WHERE tenant_id = p_tenant_id FOR NO KEY UPDATE;
     SELECT * INTO v_sub FROM core.subscriptions WHERE tenant_id = p_tenant_id FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM core.raise_not_found('subscription', p_tenant_id);
@@ -492,17 +498,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := now();
+    v_tenant uuid;
     v_sub core.subscriptions;
     v_plan text;
     v_status text;
     v_months integer;
     v_moved integer := 0;
 BEGIN
-    FOR v_sub IN
-        SELECT * FROM core.subscriptions AS s
+    FOR v_tenant IN
+        SELECT s.tenant_id FROM core.subscriptions AS s
          WHERE s.current_period_end <= v_now OR (s.status = 'trialing' AND s.trial_end <= v_now)
          ORDER BY s.tenant_id
     LOOP
+        -- locked (the tenant first, as core.lock_subscription does) and read again: a change
+        -- committed since the scan (a cancellation at the period's end) is applied, not
+        -- overwritten with what the scan read; gone (erased) or no longer due: skipped
+        PERFORM 1 FROM core.tenants WHERE tenant_id = v_tenant FOR NO KEY UPDATE;
+        SELECT * INTO v_sub FROM core.subscriptions WHERE tenant_id = v_tenant FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        CONTINUE WHEN NOT (v_sub.current_period_end <= v_now OR (v_sub.status = 'trialing' AND v_sub.trial_end <= v_now));
         v_plan := v_sub.plan_id;
         v_status := v_sub.status;
         IF v_sub.status = 'trialing' AND v_sub.trial_end <= v_now THEN
