@@ -52,6 +52,11 @@ def invalid_parameter(name: str, detail: str) -> Problem:
     return Problem(400, "invalid_parameter", detail, field=name)
 
 
+#: The WSGI environ key the error mapping sets when the answer is for a transient failure
+#: (`db.errors.transient`): api/retry.py discards that answer and runs the request again.
+RETRYABLE = "tenantry.retryable"
+
+
 def problem_from_database(exc: psycopg.Error) -> Problem:
     """The Problem for a database error; 500 for SQLSTATEs outside the contract."""
     if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
@@ -59,7 +64,7 @@ def problem_from_database(exc: psycopg.Error) -> Problem:
         # answered as the server answers the same value in jsonb
         nul = db_errors.UNTRANSLATABLE_CHARACTER
         return Problem(nul.status, nul.code, f"A value cannot be stored: {exc}")
-    mapping = db_errors.lookup(exc.sqlstate)
+    mapping = db_errors.lookup(exc.sqlstate, exc.diag.message_primary or str(exc))
     if unavailable(exc):
         # refused, lost, shutting down or starting, or no pooled connection in time (PoolTimeout
         # and a lost connection have no SQLSTATE): 503 database_unavailable, fast (db/context.py)
@@ -161,6 +166,9 @@ def install(app: falcon.App) -> None:
         render(req, resp, exc)
 
     def on_database(req, resp, exc: psycopg.Error, params):
+        if db_errors.transient(exc):
+            # nothing of the request's transaction persisted: api/retry.py may run it again
+            req.env[RETRYABLE] = True
         render(req, resp, problem_from_database(exc))
 
     def on_http_error(req, resp, exc: falcon.HTTPError, params):

@@ -4,20 +4,21 @@ Needs a Citus coordinator in TENANTRY_DATABASE_URL (e.g. `tenantry citus dev-clu
 --workers 3`). It migrates it, starts its own redis-server and API server (`tenantry
 serve`, as bench/api_throughput.py does), signs up one tenant over HTTP and seeds a
 project with tasks. Then client threads call the API at a steady pace - writers
-`POST /v1/tasks`, readers `GET /v1/projects/{id}` - through three phases:
+`POST /v1/tasks`, readers `GET /v1/projects/{id}` - through these phases:
 
-  before  `--seconds` of load, nothing else happening;
-  during  the DBA operations of `tenantry citus`, one after the other, timed:
-          isolate-tenant (the split, block_writes: docs/citus.md, fact 31), move-tenant
-          to another worker and back (logical replication), then a rebalance of the
-          whole cluster (citus_rebalance_start, waited for);
-  after   `--seconds` of load again.
+  before     `--seconds` of load, nothing else happening;
+  isolate    isolate-tenant: the split (block_writes: docs/citus.md, fact 31; the API
+             runs again the requests it aborts, api/retry.py);
+  moves      move-tenant to another worker and back (logical replication, fact 32);
+  rebalance  a rebalance of the whole cluster (citus_rebalance_start, waited for);
+  after      `--seconds` of load again.
 
 Per phase: requests, failed requests (anything but 2xx, or no answer), p50 and p99
-latency as the client saw it. Then lost acknowledged writes: every task the API answered
-201 for must be in core.tasks, and core.tasks must hold no more than seeded + acknowledged
-+ failed-but-maybe-committed (a 5xx or timeout may have committed). As every benchmark
-here, the last line is `ratio <x>`: p50 during / p50 before.
+latency as the client saw it. Then how many requests the API ran again (its /metrics),
+and lost acknowledged writes: every task the API answered 201 for must be in core.tasks,
+and core.tasks must hold no more than seeded + acknowledged + failed-but-maybe-committed
+(a 5xx or timeout may have committed). As every benchmark here, the last line is
+`ratio <x>`: p50 during the operations / p50 before.
 
 Run from the repository root:  python bench/citus_online.py  [--quick] [--help]
 """
@@ -142,6 +143,18 @@ def client(load: Load, api_url: str, token: str, project_id: str, kind: str, rat
             time.sleep(max(0.0, next_at - time.monotonic()))
 
 
+#: the API's counters of requests run again (api/retry.py)
+RETRY_METRICS = ("tenantry_transient_retries_total", "tenantry_transient_retries_exhausted_total")
+
+
+def api_metric(api_url: str, name: str) -> float:
+    """A counter from the API's /metrics (loopback clients need no token), NaN if absent."""
+    for line in httpx.get(f"{api_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
 def timed(label: str, step: Callable[[], object], log: list[tuple[str, float, str]]) -> None:
     start = time.perf_counter()
     outcome = step()
@@ -218,12 +231,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             time.sleep(1)
             load.phase = "before"
             time.sleep(args.seconds)
-            load.phase = "during"
+            load.phase = "isolate"
             timed(
                 "isolate-tenant (split, block_writes)",
                 lambda: citus_ops.isolate_tenant(citus, tenant).node.name,
                 operations,
             )
+            load.phase = "moves"
             timed(
                 f"move-tenant to {target.name}",
                 lambda: citus_ops.move_tenant(citus, tenant, target)[1].node.name,
@@ -235,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 operations,
             )
             if not args.no_rebalance:
+                load.phase = "rebalance"
 
                 def rebalance() -> str:
                     job = citus_ops.rebalance_start(citus)
@@ -250,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             load.stop.set()
             for thread in threads:
                 thread.join(timeout=60)
+        retried = {name: api_metric(api_url, name) for name in RETRY_METRICS}
 
         with psycopg.connect(owner_url) as db:
             stored = {
@@ -257,17 +273,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
 
     print()
-    print(f"{'phase':<8} {'kind':<6} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'phase':<10} {'kind':<6} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     p50s: dict[str, float] = {}
-    for phase in ("before", "during", "after"):
+    during = ("isolate", "moves", "rebalance")
+    for phase in ("before", *during, "during", "after"):
         for kind in ("write", "read", "all"):
-            rows = [s for s in load.samples if s.phase == phase and (kind == "all" or s.kind == kind)]
+            rows = [
+                s
+                for s in load.samples
+                if (s.phase == phase or (phase == "during" and s.phase in during)) and (kind == "all" or s.kind == kind)
+            ]
+            if not rows:
+                continue
             ok = [s.seconds * 1000 for s in rows if 200 <= s.status < 300]
             failed = len(rows) - len(ok)
             if kind == "all":
                 p50s[phase] = percentile(ok, 50)
             print(
-                f"{phase:<8} {kind:<6} {len(rows):>9} {failed:>7} {percentile(ok, 50):>8.1f} {percentile(ok, 99):>8.1f}"
+                f"{phase:<10} {kind:<6} {len(rows):>9} {failed:>7} {percentile(ok, 50):>8.1f} "
+                f"{percentile(ok, 99):>8.1f} {max(ok, default=float('nan')):>8.1f}"
             )
     failures = [s for s in load.samples if not 200 <= s.status < 300]
     statuses = statistics.multimode([s.status for s in failures]) if failures else []
@@ -276,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     extra = len(stored) - args.seed_tasks - len(load.acked)
     print(f"operations: {', '.join(f'{label} {secs:.1f} s' for label, secs, _ in operations)}")
     print(f"failed requests: {len(failures)}{f' (most often status {statuses})' if failures else ''}")
+    print(
+        f"run again by the API after a transient failure: {retried[RETRY_METRICS[0]]:.0f} attempts; "
+        f"answered the failure after the retry budget: {retried[RETRY_METRICS[1]]:.0f}"
+    )
     print(f"acknowledged writes: {len(load.acked)}, lost: {len(lost)}; rows beyond seed + acknowledged: {extra}")
     if extra < 0 or extra > unacked_writes:
         print(f"  inconsistent: {extra} extra rows for {unacked_writes} unacknowledged writes")

@@ -41,6 +41,14 @@ class SqlState:
     #: seconds for a Retry-After header: the condition is transient (a timeout, the database
     #: restarting), and the client's own message is not the server's (it names hosts or relations)
     retry_after: int | None = None
+    #: the failure aborted the transaction before anything of it persisted, and a second
+    #: attempt may well not meet it (a lock, a deadlock, a shard a split replaced): the API
+    #: runs the request again, within a budget, before answering (api/retry.py)
+    transient: bool = False
+    #: the entry covers only the errors of its SQLSTATE whose message matches this (Citus's
+    #: XX000 for a shard a split or move replaced); the other errors of that SQLSTATE stay
+    #: outside the contract (`lookup`)
+    message_pattern: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_constraint", MappingProxyType(dict(self.by_constraint)))
@@ -92,10 +100,21 @@ DATETIME_FIELD_OVERFLOW = SqlState(     "22008", 422, "invalid_input",          
     "a date or time out of range")
 STRING_DATA_RIGHT_TRUNCATION = SqlState("22001", 422, "value_too_long",          "Value too long",
     "a value longer than its column allows")
-# transient: the request may be sent again as it is (Retry-After; docs/operations.md)
-LOCK_NOT_AVAILABLE = SqlState(          "55P03", 409, "lock_timeout",            "Lock timeout",
-    "another transaction held a lock on the same rows longer than the role's lock_timeout: retry shortly",
-    retry_after=1)
+# transient: the request may be sent again as it is (Retry-After; docs/operations.md). Those
+# marked `transient=True` the API has already run again until its budget ran out (api/retry.py)
+LOCK_NOT_AVAILABLE = SqlState(          "55P03", 503, "lock_timeout",            "Lock timeout",
+    "another transaction held a lock on the same rows longer than the role's lock_timeout, on every attempt "
+    "within the API's retry budget: retry shortly", retry_after=1, transient=True)
+SERIALIZATION_FAILURE = SqlState(       "40001", 503, "serialization_failure",   "Serialization failure",
+    "the transaction could not be serialized with a concurrent one, on every attempt within the API's retry "
+    "budget: retry shortly", retry_after=1, transient=True)
+DEADLOCK_DETECTED = SqlState(           "40P01", 503, "deadlock_detected",       "Deadlock",
+    "the transaction deadlocked with a concurrent one, on every attempt within the API's retry budget: "
+    "retry shortly", retry_after=1, transient=True)
+SHARD_MOVING = SqlState(                "XX000", 503, "shard_moving",            "Shard moving",
+    "Citus: the statement met a shard that a split or move replaced (`could not find valid entry for shard`, "
+    "...), on every attempt within the API's retry budget: retry shortly; any other XX000 is a 500",
+    retry_after=1, transient=True, message_pattern=r"^could not find valid entry for shard \d+")
 QUERY_CANCELED = SqlState(              "57014", 503, "statement_timeout",       "Statement timeout",
     "the statement ran longer than the role's statement_timeout (or was cancelled): retry later", retry_after=5)
 IDLE_IN_TRANSACTION_TIMEOUT = SqlState( "25P03", 503, "idle_in_transaction_timeout", "Transaction timeout",
@@ -125,6 +144,9 @@ TENANT_DELETED = SqlState(              "TN002", 403, "tenant_deleted",         
     "tenant is deleted: neither reads nor writes")
 TENANT_DELETED_FINAL = SqlState(        "TN003", 409, "tenant_deleted_final",    "Tenant deleted for good",
     "a deleted tenant cannot change status")
+TENANT_NOT_ERASABLE = SqlState(         "TN004", 409, "tenant_not_erasable",     "Tenant not erasable",
+    "`tenantry tenant erase` refuses a tenant that is not deleted, was deleted within the grace period (the "
+    "message says when it can be erased), or was erased already")
 PROJECT_DELETED = SqlState(             "TN010", 409, "project_deleted",         "Project deleted",
     "a live task cannot belong to a deleted project")
 PRECONDITION_FAILED = SqlState(         "TN020", 412, "precondition_failed",     "Precondition failed",
@@ -212,7 +234,11 @@ AUDIT_LOG_IMMUTABLE = SqlState(         "TL001", 403, "audit_log_immutable",    
 
 #: Every entry, in declaration order (read from this module: nothing is listed twice).
 REGISTRY: tuple[SqlState, ...] = tuple(value for value in list(globals().values()) if isinstance(value, SqlState))
-BY_SQLSTATE: dict[str, SqlState] = {entry.sqlstate: entry for entry in REGISTRY}
+BY_SQLSTATE: dict[str, SqlState] = {entry.sqlstate: entry for entry in REGISTRY if entry.message_pattern is None}
+#: The entries that cover only some messages of their SQLSTATE (`lookup` tries them first).
+_BY_MESSAGE: tuple[tuple[SqlState, re.Pattern[str]], ...] = tuple(
+    (entry, re.compile(entry.message_pattern)) for entry in REGISTRY if entry.message_pattern is not None
+)
 
 
 # -- constraint violations: what the client is told --------------------------------------------------------------
@@ -321,9 +347,26 @@ def known_constraint(constraint: str | None) -> str | None:
     return constraint
 
 
-def lookup(sqlstate: str | None) -> SqlState | None:
-    """The entry for a SQLSTATE, or None when it is outside the contract."""
+def lookup(sqlstate: str | None, message: str | None = None) -> SqlState | None:
+    """The entry for a SQLSTATE (and, for the entries that cover only some of its
+    messages, the error's primary message), or None when it is outside the contract."""
+    for entry, pattern in _BY_MESSAGE:
+        if entry.sqlstate == sqlstate and message is not None and pattern.search(message):
+            return entry
     return BY_SQLSTATE.get(sqlstate or "")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error aborted its transaction for a reason that a second attempt
+    may not meet: a lock wait past lock_timeout, a serialization failure, a deadlock, and on
+    Citus a statement planned for a shard that a split or move has just replaced. The one
+    place this is decided: the API's error mapping marks these answers for api/retry.py,
+    which runs the whole request again. (A lost connection is not one: whether its COMMIT
+    happened is unknown; `db.context.unavailable` tells those.)"""
+    diag = getattr(exc, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(exc)
+    entry = lookup(getattr(exc, "sqlstate", None), message)
+    return entry is not None and entry.transient
 
 
 def label(sqlstate: str | None) -> str:
