@@ -14,6 +14,7 @@ from api.pipeline import Pipeline, RequestIdAndMetrics
 from api.ratelimit import RateLimiter
 from api.resources import access, account, admin, audit, auth, billing, ops, quotas, usage, webhooks, work
 from api.resources.base import UUIDConverter
+from api.retry import RetryingApp
 from db.context import Database
 from db.settings import API_ROLE, Settings, get_settings
 
@@ -123,7 +124,9 @@ def create_app(
         limiter = RateLimiter(redis_client)
 
     # API calls counted in Redis (api/metering.py)
-    meter = Meter(redis_client, settings.api_call_window_seconds) if redis_client else None
+    meter = (
+        Meter(redis_client, settings.api_call_window_seconds, settings.metering_flush_seconds) if redis_client else None
+    )
     middleware: list[Any] = [
         # first, so its process_response runs last: every answer gets the headers, errors included
         headers.SecurityHeaders(settings.trusted_proxy_list(), settings.hsts_max_age),
@@ -131,7 +134,8 @@ def create_app(
         headers.Cors(settings.cors_origin_list()),  # answers preflights before authentication
         Pipeline(settings, db, limiter, meter),
     ]
-    app = falcon.App(middleware=middleware)
+    # transient database failures are run again before the client sees them (api/retry.py)
+    app = RetryingApp(settings, middleware=middleware)
     handler = _json_handler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler, errors.PROBLEM_JSON: handler})

@@ -37,7 +37,7 @@ from psycopg.types.json import Jsonb
 
 from api import client, encoding, security
 from api.body import BodyIncomplete, BodyTimeout, read_body
-from api.errors import Problem, invalid_parameter, render
+from api.errors import RETRYABLE, Problem, invalid_parameter, render
 from api.metering import Meter
 from api.ratelimit import Decision, Limit, RateLimiter, limit_for_plan
 from api.spec import operation_of
@@ -198,7 +198,9 @@ class Pipeline:
             self._check_unchecked_session(req, resp)
             for name, value in getattr(req.context, "rate_headers", {}).items():
                 resp.set_header(name, value)
-            if self.meter is not None:  # an authenticated caller's call is metered (no database write)
+            # an authenticated caller's call is metered (no database write); an attempt that
+            # failed transiently is not a call served: the API runs it again (api/retry.py)
+            if self.meter is not None and not req.env.get(RETRYABLE):
                 self.meter.count_request(getattr(req.context, "principal", None), resp.status_code)
         finally:
             # whatever failed above, the request's transaction ends and its connection goes back

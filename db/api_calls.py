@@ -36,13 +36,14 @@ WINDOWS_KEY = PREFIX + "windows"
 #: flush forgets its entry): without a flusher the counts cannot grow Redis forever
 KEEP_SECONDS = 7 * 24 * 3600
 
-# KEYS[1] the windows set; ARGV: field, window seconds, window key prefix, keep seconds.
+# KEYS[1] the windows set; ARGV: field, window seconds, window key prefix, keep seconds,
+# calls (how many to add: an API worker sends its calls of the last second at once).
 # Returns the window start (epoch seconds, by Redis's clock).
 COUNT_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local window = now - (now % tonumber(ARGV[2]))
 local key = ARGV[3] .. window
-redis.call('HINCRBY', key, ARGV[1], 1)
+redis.call('HINCRBY', key, ARGV[1], tonumber(ARGV[5] or '1'))
 redis.call('EXPIRE', key, tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[1], 'NX', window, window)
 return window
@@ -59,10 +60,11 @@ def caller_field(tenant_id: uuid.UUID, kind: str, actor_id: uuid.UUID) -> str:
 
 
 def count_args(
-    tenant_id: uuid.UUID, kind: str, actor_id: uuid.UUID, window_seconds: int = WINDOW_SECONDS
+    tenant_id: uuid.UUID, kind: str, actor_id: uuid.UUID, window_seconds: int = WINDOW_SECONDS, calls: int = 1
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of COUNT_SCRIPT for one call of this caller."""
-    return [WINDOWS_KEY], [caller_field(tenant_id, kind, actor_id), window_seconds, f"{PREFIX}w:", KEEP_SECONDS]
+    """KEYS and ARGV of COUNT_SCRIPT for `calls` calls of this caller."""
+    field = caller_field(tenant_id, kind, actor_id)
+    return [WINDOWS_KEY], [field, window_seconds, f"{PREFIX}w:", KEEP_SECONDS, calls]
 
 
 @dataclass(frozen=True)

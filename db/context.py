@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, get_args
 
 import psycopg
@@ -51,6 +52,11 @@ MAX_REQUEST_ID_LENGTH = 200
 
 class ContextError(ValueError):
     """A context value is malformed; nothing was sent to the database."""
+
+
+@lru_cache(maxsize=4096)  # once per client address, not once per request (issue 10's profile)
+def _canonical_ip(text: str) -> str:
+    return str(ipaddress.ip_address(text))
 
 
 def _as_uuid(value: uuid.UUID | str | None, name: str) -> uuid.UUID | None:
@@ -92,7 +98,7 @@ class Context:
             raise ContextError(f"request_id must be printable ASCII of at most {MAX_REQUEST_ID_LENGTH} characters")
         if self.client_ip is not None:
             try:
-                object.__setattr__(self, "client_ip", str(ipaddress.ip_address(self.client_ip)))
+                object.__setattr__(self, "client_ip", _canonical_ip(self.client_ip))
             except ValueError:
                 raise ContextError(f"client_ip must be an IP address, not {self.client_ip!r}") from None
 
@@ -119,24 +125,38 @@ class Context:
         ]
 
     def opening(self, conn: psycopg.Connection) -> tuple[str, int]:
-        """`BEGIN` and the SET LOCAL statements, as one simple-query string for `conn`,
-        and how many statements it holds (the same values as `statement`).
+        """`BEGIN` and the context's settings, as one simple-query string for `conn`, and
+        how many statements it holds (the same values as `statement`).
+
+        On a connection that folds statements (`Connection.fold`: PostgreSQL without
+        Citus) the settings go as ONE `SELECT set_config(name, value, true), ...`, which
+        is what SET LOCAL does, in one statement instead of six: each statement of the
+        folded string is a result psycopg walks through and the server parses and runs
+        (the opening was a third of a GET's statements). Elsewhere (Citus, plain psycopg
+        connections) they go as SET LOCAL, the only form that reaches the Citus workers
+        (docs/citus.md, fact 8).
 
         Built as text, once per request: composing psycopg.sql objects cost more than the
-        rest of the opening. Ids (UUIDs in canonical form) and the actor type (one of
-        ACTOR_TYPES), checked in __post_init__, hold no quote and go as they are; any
-        other value is quoted by psycopg, for this connection."""
-        parts = ["BEGIN"]
-        for name, value in self._values().items():
-            if value is None:
-                continue
-            literal = f"'{value}'" if name in _UNQUOTED else sql.Literal(value).as_string(conn)
-            parts.append(f"SET LOCAL {name} = {literal}")
+        rest of the opening. Values that cannot hold a quote or a backslash (`_literal`)
+        go between quotes as they are; any other is quoted by psycopg, for this connection."""
+        settings = [(name, _literal(value, conn)) for name, value in self._values().items() if value is not None]
+        if not settings:
+            return "BEGIN", 1
+        if getattr(conn, "fold", False):
+            calls = ", ".join(f"pg_catalog.set_config('{name}', {literal}, true)" for name, literal in settings)
+            return f"BEGIN; SELECT {calls}", 2
+        parts = ["BEGIN", *(f"SET LOCAL {name} = {literal}" for name, literal in settings)]
         return "; ".join(parts), len(parts)
 
 
-#: settings whose values cannot hold a quote (UUIDs, the actor type): see Context.opening
-_UNQUOTED = frozenset({"app.tenant_id", "app.actor_id", "app.session_id", "app.actor_type"})
+def _literal(value: str, conn: psycopg.Connection) -> str:
+    """`value` as an SQL string literal. Context values are printable ASCII (checked in
+    Context.__post_init__: ids are canonical UUIDs, the client's address went through
+    ipaddress); one without a quote or a backslash is the same text between quotes
+    (under standard_conforming_strings or not), which saves psycopg's quoting per request."""
+    if "'" not in value and "\\" not in value and value.isascii() and value.isprintable():
+        return f"'{value}'"
+    return sql.Literal(value).as_string(conn)
 
 
 #: a statement as psycopg takes it (no template strings: the opening is folded as text)

@@ -112,6 +112,14 @@ class Settings(BaseSettings):
         "request); the worker's flush job records each closed window as usage events. The API and the worker "
         "must use the same value.",
     )
+    metering_flush_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="Each API worker adds up its API calls in memory and sends them to Redis this often (one "
+        "pipelined call per caller, not one per request); a call counts in the window current when it is sent, "
+        "and a killed worker loses at most this long of its counts.",
+    )
     anonymous_requests_per_minute: int = Field(
         default=30,
         ge=1,
@@ -152,6 +160,23 @@ class Settings(BaseSettings):
         le=300,
         description="Seconds a client has to send the whole request body (not per read); then "
         "`408 request_timeout` and the connection is closed.",
+    )
+    # transient database failures, run again before answering (api/retry.py)
+    transient_retry_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Most times the API runs a request whose transaction failed transiently (lock timeout, "
+        "serialization failure, deadlock, a Citus shard being split or moved) before it answers that failure "
+        "(503 with Retry-After); 1 turns the retries off. Only requests without a body or with a body of "
+        "declared length are run again.",
+    )
+    transient_retry_seconds: float = Field(
+        default=8.0,
+        ge=0,
+        le=60,
+        description="Time budget of those attempts: no attempt starts that, taking as long as the previous one, "
+        "would end later than this after the request arrived.",
     )
     # serving (api/server.py): slow clients, connection caps, graceful stop, TLS, CORS
     header_read_timeout: float = Field(

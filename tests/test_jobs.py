@@ -405,7 +405,11 @@ def test_api_calls_are_counted_in_redis_and_flushed(
     worker: Worker, broker: Any, owner_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, outbox
 ) -> None:
     process, base = start_api(
-        owner_url, redis_url, tmp_path_factory.mktemp("api-metered"), TENANTRY_API_CALL_WINDOW_SECONDS=str(WINDOW)
+        owner_url,
+        redis_url,
+        tmp_path_factory.mktemp("api-metered"),
+        TENANTRY_API_CALL_WINDOW_SECONDS=str(WINDOW),
+        TENANTRY_METERING_FLUSH_SECONDS="0.2",
     )
     client = redis.Redis.from_url(redis_url)
     try:
@@ -418,13 +422,14 @@ def test_api_calls_are_counted_in_redis_and_flushed(
             ).json()  # fmt: skip
             tenant, user = signed["tenant_id"], signed["user_id"]
             headers = {"Authorization": f"Bearer {signed['access_token']}"}
-            # stay inside one window, so that all N calls are in the same one
+            # stay inside one window, so that all N calls (sent within 0.2 s) are in the same one
             while time.time() % WINDOW > WINDOW / 2:
                 time.sleep(0.05)
             for _ in range(7):
                 assert http.get("/v1/tenant", headers=headers).status_code == 200
             assert http.get("/v1/tenant").status_code == 401  # anonymous: not counted
         field = api_calls.caller_field(uuid.UUID(tenant), "user", uuid.UUID(user))
+        time.sleep(0.6)  # each API worker sends its counts every 0.2 s (api/metering.py)
         windows: Any = client.zrange(api_calls.WINDOWS_KEY, 0, -1)
         counted = {int(w): int(client.hget(api_calls.window_key(int(w)), field) or 0) for w in windows}
         assert sum(counted.values()) == 7, counted
