@@ -128,8 +128,8 @@ class Context:
         """`BEGIN` and the context's settings, as one simple-query string for `conn`, and
         how many statements it holds (the same values as `statement`).
 
-        On a connection that folds statements (`Connection.fold`: PostgreSQL without
-        Citus) the settings go as ONE `SELECT set_config(name, value, true), ...`, which
+        On a connection known to be to PostgreSQL without Citus (`Connection.plain_postgres`,
+        learnt when the pool connects) the settings go as ONE `SELECT set_config(name, value, true), ...`, which
         is what SET LOCAL does, in one statement instead of six: each statement of the
         folded string is a result psycopg walks through and the server parses and runs
         (the opening was a third of a GET's statements). Elsewhere (Citus, plain psycopg
@@ -142,7 +142,7 @@ class Context:
         settings = [(name, _literal(value, conn)) for name, value in self._values().items() if value is not None]
         if not settings:
             return "BEGIN", 1
-        if getattr(conn, "fold", False):
+        if getattr(conn, "plain_postgres", False):
             calls = ", ".join(f"pg_catalog.set_config('{name}', {literal}, true)" for name, literal in settings)
             return f"BEGIN; SELECT {calls}", 2
         parts = ["BEGIN", *(f"SET LOCAL {name} = {literal}" for name, literal in settings)]
@@ -191,6 +191,10 @@ class Connection(psycopg.Connection[Any]):
     #: (docs/citus.md, fact 33); there the opening goes alone (SET LOCAL only, safe), then
     #: each statement with its own parameters.
     fold = True
+    #: whether the server is known to be PostgreSQL without Citus (the pool's configure
+    #: learns it): only then may the context go as set_config(), which does not reach
+    #: Citus workers (fact 8). Unknown means SET LOCAL, which is right everywhere.
+    plain_postgres = False
 
     def hold(self, opening: tuple[str, int], first: FirstStatement | None = None) -> None:
         """Send `opening` (text and number of statements: Context.opening) and `first`
@@ -305,7 +309,8 @@ class Connection(psycopg.Connection[Any]):
 def _configure(conn: psycopg.Connection[Any]) -> None:
     """A new pooled connection: whether it may fold statements (not on Citus)."""
     if isinstance(conn, Connection):
-        conn.fold = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'").fetchone() is None
+        plain = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'").fetchone() is None
+        conn.fold = conn.plain_postgres = plain
         conn.commit()
 
 

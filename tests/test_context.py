@@ -92,3 +92,40 @@ def test_roles_have_only_their_own_doors(api_pool, admin_pool, analyst_pool, new
             "SELECT live_projects, status FROM analytics.tenant_overview WHERE tenant_id = %s", (tenant,)
         ).fetchone()
     assert row == (1, "active")
+
+
+def test_the_opening_uses_set_config_only_where_postgresql_is_known_to_be_alone(test_settings):
+    """One set_config() statement instead of six SET LOCALs (issue 10) is only for a
+    connection the pool has seen to be PostgreSQL without Citus: set_config() does not
+    reach Citus workers (fact 8), so a connection nobody configured sends SET LOCAL.
+    Either way the values are the same, quotes included."""
+    from psycopg_pool import ConnectionPool
+
+    from db.context import Connection, _configure
+    from db.dsn import role_url
+    from db.settings import API_ROLE
+
+    context = Context(uuid.UUID(int=1), request_id="it's", client_ip="::ffff:127.0.0.1")
+    url = role_url(test_settings, API_ROLE)
+    with ConnectionPool(url, connection_class=Connection, min_size=1, max_size=1) as pool, pool.connection() as conn:
+        text, count = context.opening(conn)  # not configured: as on Citus
+        assert text.startswith("BEGIN; SET LOCAL app.tenant_id = '00000000-0000-0000-0000-000000000001'")
+        assert "SET LOCAL app.request_id = 'it''s'" in text and "set_config" not in text
+        assert count == 1 + text.count("SET LOCAL")
+        _configure(conn)
+        citus = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is not None
+        conn.commit()
+        text, count = context.opening(conn)
+        if citus:
+            assert "set_config" not in text
+        else:
+            assert text.startswith("BEGIN; SELECT pg_catalog.set_config('app.tenant_id', '00000000-")
+            assert "set_config('app.request_id', 'it''s', true)" in text and count == 2
+        # what the server makes of it: the same context (the address in canonical form)
+        conn.autocommit = True
+        conn.execute(text)
+        seen = conn.execute(
+            "SELECT core.current_tenant_id(), current_setting('app.request_id'), current_setting('app.client_ip')"
+        ).fetchone()
+        conn.execute("ROLLBACK")
+    assert seen == (uuid.UUID(int=1), "it's", "::ffff:7f00:1")
