@@ -30,6 +30,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import Counter as Tally
 from typing import Any
@@ -81,8 +82,8 @@ class Meter:
         atexit.register(self.flush)  # a worker that stops normally sends its last calls
 
     def _flush_forever(self) -> None:
-        stop = threading.Event()  # never set: the daemon thread ends with its process
-        while not stop.wait(self.flush_seconds):
+        while True:  # a daemon thread: it ends with its process (atexit sends the rest)
+            time.sleep(self.flush_seconds)
             self.flush()
 
     def flush(self) -> int:
