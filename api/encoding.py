@@ -3,20 +3,18 @@ responses (idempotency) out (UUIDs, times, addresses)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
-import functools
 import ipaddress
-import json
-import uuid
 from typing import Any
+
+import orjson
 
 
 def _default(value: Any) -> Any:
+    """What orjson does not encode itself (it does UUIDs, times and dates, as isoformat)."""
     if isinstance(
         value,
         (
-            uuid.UUID,
             decimal.Decimal,
             ipaddress.IPv4Address,
             ipaddress.IPv6Address,
@@ -25,12 +23,14 @@ def _default(value: Any) -> Any:
         ),
     ):
         return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-dumps = functools.partial(json.dumps, default=_default, ensure_ascii=False)
+def dumps(value: Any) -> bytes:
+    """UTF-8 JSON bytes (Falcon's media handler and psycopg's Jsonb take them as they are).
+    orjson rather than the standard library: 4% of a GET's CPU went to encoding its answer
+    and its log line (cProfile, issue 10)."""
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 # -- request bodies ---------------------------------------------------------------------
@@ -78,4 +78,4 @@ def loads(raw: bytes, *, max_depth: int) -> Any:
     parsing), ValueError (UnicodeDecodeError included) when it is not JSON."""
     if too_deep(raw, max_depth):
         raise TooDeep(f"nested deeper than {max_depth} levels")
-    return json.loads(raw)
+    return orjson.loads(raw)

@@ -1,12 +1,12 @@
-"""Structured logs: one JSON object per line on stderr (python-json-logger), carrying
-the request id, tenant and actor the pipeline attaches to each record."""
+"""Structured logs: one JSON object per line on stderr (python-json-logger, encoding with
+orjson), carrying the request id, tenant and actor the pipeline attaches to each record."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 
 def configure(level: int = logging.INFO) -> None:
@@ -15,7 +15,7 @@ def configure(level: int = logging.INFO) -> None:
         return  # once per process
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        OrjsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time", "levelname": "level"}
         )
     )
@@ -30,7 +30,7 @@ def server_logconfig() -> dict:
     booting, draining, requests refused before the app) in the same JSON lines as the app's
     (gunicorn writes plain text otherwise). Its access log stays off: the app logs each request."""
     formatter = {
-        "()": "pythonjsonlogger.json.JsonFormatter",
+        "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
         "rename_fields": {"asctime": "time", "levelname": "level"},
     }

@@ -56,6 +56,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -303,6 +304,15 @@ def _path_of(head: bytes) -> str:
     return parts[1].split(b"?", 1)[0].decode("latin-1")[:200] if len(parts) == 3 else ""
 
 
+class _ServerLog(Logger):
+    """gunicorn's logger without its access log. A logging config (ours makes the server's
+    lines JSON) turns that log on, and then every request builds the access-log fields
+    although nothing prints them: 10% of a /health request's CPU (py-spy). The app logs
+    each request itself (api/pipeline.py)."""
+
+    access_log_enabled = False  # a property in gunicorn's class; plain False here
+
+
 class _Arbiter(Arbiter):
     """The master: on SIGTERM, first `/ready` answers 503 (the drain flag file) while
     the server still serves for `shutdown_drain_seconds`, so a load balancer stops sending
@@ -396,6 +406,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, threads: in
         "worker_connections": settings.max_connections_per_worker,
         "keepalive": 5,
         "accesslog": None,  # the app logs one JSON line per request itself
+        "logger_class": _ServerLog,
         "logconfig_dict": server_logconfig(),  # and the server's own lines are JSON too
         "graceful_timeout": 30,  # in-flight requests after the drain
         "preload_app": False,

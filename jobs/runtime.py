@@ -36,7 +36,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from prometheus_client import Counter, Histogram
 from psycopg import sql
 from psycopg.rows import dict_row
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from db.context import Context, Database
 from db.settings import WORKER_ROLE, Settings
@@ -88,7 +88,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        OrjsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time", "levelname": "level"}
         )
     )
