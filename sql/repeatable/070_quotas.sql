@@ -406,9 +406,10 @@ $$;
 
 -- Row trigger on core.projects: a live project is one slot of 'projects' and its name
 -- and description count towards storage_bytes. AFTER: only rows really written count.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.count_project_quota()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -438,9 +439,10 @@ CREATE OR REPLACE TRIGGER count_project_quota
 
 -- Row trigger on core.tasks: a live task is one slot of 'tasks'; title and description
 -- count towards storage_bytes. A project's soft delete (its cascade) frees its tasks.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.count_task_quota()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -470,9 +472,10 @@ CREATE OR REPLACE TRIGGER count_task_quota
 
 -- Row trigger on core.memberships: each member is one slot of 'members' (an invitation
 -- takes its slot when it is accepted).
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.count_member_quota()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -493,9 +496,10 @@ CREATE OR REPLACE TRIGGER count_member_quota
 -- keys too, until revoked: expiry is a time, not a write). Creating a key needs the
 -- plan feature 'api_keys' (TQ002). Rotation makes the new key before the old one
 -- stops, so it needs a free slot.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.count_api_key_quota()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -106,9 +106,10 @@ $$;
 -- through core.assert_tenant_context() (050_access.sql).
 
 -- Row trigger on tenant tables: refuse writes of a suspended or deleted tenant.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.guard_tenant_writes()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

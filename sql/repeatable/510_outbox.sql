@@ -114,9 +114,10 @@ $$;
 
 -- core.projects: project.created, project.updated (name, description), project.deleted
 -- (the soft delete), project.restored. AFTER: only rows really written count.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.emit_project_events()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -145,9 +146,10 @@ CREATE OR REPLACE TRIGGER emit_project_events
 
 -- core.tasks: task.created, task.updated, task.deleted (alone or with its project),
 -- task.restored.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.emit_task_events()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -178,9 +180,10 @@ CREATE OR REPLACE TRIGGER emit_task_events
     FOR EACH ROW EXECUTE FUNCTION core.emit_task_events();
 
 -- core.memberships: member.added, member.role_changed, member.removed.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.emit_member_events()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -204,9 +207,10 @@ CREATE OR REPLACE TRIGGER emit_member_events
 
 -- core.invitations: member.invited, invitation.accepted, invitation.revoked (the token's
 -- hash is never published).
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.emit_invitation_events()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -233,9 +237,10 @@ CREATE OR REPLACE TRIGGER emit_invitation_events
 
 -- core.api_keys: api_key.created, api_key.revoked (also the old key of a rotation, with
 -- rotated_to). Not on a key's use (last_used_at, use_count): the trigger names its columns.
+-- Definer: bookkeeping for the row that fired it (docs/citus.md, fact 38).
 CREATE OR REPLACE FUNCTION core.emit_api_key_events()
 RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
