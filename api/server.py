@@ -1,21 +1,23 @@
 """`tenantry serve`: the API under gunicorn (WSGI, threaded workers), hardened.
 
-Why gunicorn and not granian (measured for issue 10, wrk -t2 -c16, 2 workers, 3 interleaved
-rounds, on the shared 2-core machine while other sessions loaded it: load average 9-11,
-so absolute figures are low and only the side-by-side ratio means something):
+Why gunicorn and not granian, measured for issue 10 on the quiet 2-core machine: the same
+app and database behind each, wrk -t2 -c16, 5 s blocks, 3 interleaved rounds; gunicorn as
+served here (2 workers x 8 threads, this module's worker), granian 2.8 WSGI (2 workers x 8
+blocking threads; it ran without prometheus' multiprocess files, which favours it a little):
 
-    hello-world Falcon app     gunicorn gthread 2x8: 3,542 / 5,168 / 4,231 req/s (median 4,231)
-                               granian WSGI 2 workers: 17,712 / 15,588 / 19,976 (median 17,712): 4.2x
-    GET /v1/projects/{id}, JWT gunicorn: 242 / 287 / 330 req/s (median 287)
-                               granian:  241 / 292 / 303 req/s (median 292): 1.02x
+    GET /v1/projects/{id}, JWT  gunicorn   705 /   873 /   921 req/s, 1,700 / 1,320 / 1,172 us CPU per request
+                                granian  1,139 / 1,119 / 1,080 req/s,   922 /   913 /   944 us
+                                medians: 1.28x the requests, 30% less CPU per request
+    GET /health                 gunicorn 2,908 / 2,913 / 2,599 req/s,   573 /   573 /   611 us
+                                granian  7,814 / 6,821 / 7,839 req/s,   215 /   241 /   210 us: 2.7x
 
-The HTTP server is ~4x faster on its own, but for the real request (JWT, session check,
-Redis, PostgreSQL) it is not what limits throughput: the Python work per request is. And
-granian (hyper) answers a malformed, oversized or long-URI request itself with an empty
-body (not a problem document, and no hook to change it), and its WSGI input blocks in Rust:
-a body read cannot be given a deadline, so a client trickling a login body would hold a
-Python thread for as long as it likes. gunicorn is plain Python we can harden where it
-matters, which this module does with a worker subclass:
+(An earlier run on the machine loaded by other work, load average 9-11, had found them
+equal on the GET: 287 vs 292 req/s.) granian is faster, and the issue's serving rules are
+why it is not used: its hyper answers a malformed, oversized or long-URI request itself
+with an empty body (not a problem document, and no hook to change it), and its WSGI input
+blocks in Rust: a body read cannot be given a deadline, so a client trickling a login body
+would hold a Python thread for as long as it likes. gunicorn is plain Python we can harden
+where it matters, which this module does with a worker subclass:
 
 * request heads are read by the worker's event loop (non-blocking, with a deadline and a
   size cap), not by a pool thread, and so are small bodies of declared length (up to

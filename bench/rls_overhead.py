@@ -45,7 +45,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from db import migrate
-from db.context import Connection, Context, Database, _configure, transaction
+from db.context import Connection, Context, Database, configure_connection, transaction
 from db.dsn import redacted
 from db.local.services import ensure_database
 from db.settings import API_ROLE, OWNER_ROLE, Settings, get_settings
@@ -354,12 +354,12 @@ def _as_table_owner(conn: psycopg.Connection) -> None:
     """Act as `tenantry_owner` for the whole session (it logs in without a password only
     where the server trusts it, so the baseline connects as the server's owner and
     switches), and send the context as the RLS side does: the same folding decision as
-    the application's pool (db.context._configure: none on Citus), and on Citus the
+    the application's pool (db.context.configure_connection: none on Citus), and on Citus the
     SET LOCALs propagated to the workers, which the application's roles have by default
     (policies/00_roles.sql) and the owner has not. Without both, the baseline on Citus
     saved a round trip to the worker per transaction that the RLS side paid, and that
     was counted as a cost of RLS (1.10 on the dev cluster)."""
-    _configure(conn)
+    configure_connection(conn)
     conn.execute(f"SET ROLE {OWNER_ROLE}")
     if not getattr(conn, "fold", True):
         conn.execute("SET citus.propagate_set_commands = 'local'")

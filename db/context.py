@@ -306,8 +306,10 @@ class Connection(psycopg.Connection[Any]):
         return cur
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    """A new pooled connection: whether it may fold statements (not on Citus)."""
+def configure_connection(conn: psycopg.Connection[Any]) -> None:
+    """Configure a new pooled connection: whether it may fold statements and send the
+    context as set_config() (on plain PostgreSQL; not on Citus, facts 8 and 33). Every
+    pool of `Connection`s takes it (`Database`, and benchmarks that build their own)."""
     if isinstance(conn, Connection):
         plain = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'").fetchone() is None
         conn.fold = conn.plain_postgres = plain
@@ -468,7 +470,7 @@ class Database:
                 pool: ConnectionPool = ConnectionPool(
                     url,
                     connection_class=Connection,
-                    configure=_configure,
+                    configure=configure_connection,
                     min_size=self.settings.pool_min_size,
                     max_size=self.settings.pool_max_size,
                     kwargs=kwargs,

@@ -101,7 +101,7 @@ def test_the_opening_uses_set_config_only_where_postgresql_is_known_to_be_alone(
     Either way the values are the same, quotes included."""
     from psycopg_pool import ConnectionPool
 
-    from db.context import Connection, _configure
+    from db.context import Connection, configure_connection
     from db.dsn import role_url
     from db.settings import API_ROLE
 
@@ -112,7 +112,7 @@ def test_the_opening_uses_set_config_only_where_postgresql_is_known_to_be_alone(
         assert text.startswith("BEGIN; SET LOCAL app.tenant_id = '00000000-0000-0000-0000-000000000001'")
         assert "SET LOCAL app.request_id = 'it''s'" in text and "set_config" not in text
         assert count == 1 + text.count("SET LOCAL")
-        _configure(conn)
+        configure_connection(conn)
         citus = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is not None
         conn.commit()
         text, count = context.opening(conn)

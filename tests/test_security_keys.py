@@ -574,6 +574,7 @@ def test_trusted_proxies_forward_the_client(http, proxied, sign_up):
     forwarded = f"198.51.100.66, {client}, 127.0.0.1"
     assert proxied.http.get("/v1/projects", headers=key_header(key["key"]) | via(forwarded)).status_code == 200
     assert list_keys(http, account)[key["key_id"]]["last_used_ip"] == client
+
     # the logs name the client
     def logged_clients() -> set[str]:
         lines = proxied.log.read_text().splitlines()
