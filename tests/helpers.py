@@ -179,3 +179,18 @@ def problem(resp, status: int, code: str, field: str | None = None) -> dict:
         assert body.get("field") == field, body
     no_leak(resp)
     return body
+
+
+def end_subscription_period(owner_url: str, tenant_id: uuid.UUID) -> None:
+    """Move the tenant's subscription back one month, so that its current period ended a
+    second ago: the worker's next ops.advance_subscriptions() rolls it over."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            # in UTC (immutable): Citus refuses a STABLE timestamptz - interval over columns
+            "UPDATE core.subscriptions"
+            " SET anchor_at = ((anchor_at AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
+            " current_period_start ="
+            " ((current_period_start AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
+            " current_period_end = now() - interval '1 second' WHERE tenant_id = %s",
+            (tenant_id,),
+        )

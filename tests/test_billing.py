@@ -23,7 +23,7 @@ import pytest
 
 from db.context import Context
 from db.settings import WORKER_ROLE
-from tests.helpers import bearer, problem, start_api
+from tests.helpers import bearer, end_subscription_period, problem, start_api
 from tests.test_billing_export import put_usage
 
 SECRET = "whsec_test_" + "k" * 24
@@ -81,16 +81,7 @@ def test_a_tenant_upgrades_downgrades_and_cancels_itself(http, sign_up, admin_he
     assert cancel.status_code == 200 and cancel.json()["cancel_at_period_end"] and cancel.json()["status"] == "active"
 
     # the period ends: the worker rolls it over, the cancellation takes effect
-    with psycopg.connect(owner_url, autocommit=True) as conn:
-        conn.execute(
-            # in UTC (immutable): Citus refuses a STABLE timestamptz - interval over columns
-            "UPDATE core.subscriptions"
-            " SET anchor_at = ((anchor_at AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
-            " current_period_start ="
-            " ((current_period_start AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
-            " current_period_end = now() - interval '1 second' WHERE tenant_id = %s",
-            (acct.tenant_id,),
-        )
+    end_subscription_period(owner_url, acct.tenant_id)
     worker_call(owner_url, "SELECT ops.advance_subscriptions()")
     after = http.get("/v1/billing/subscription", headers=h).json()
     assert (after["plan"], after["status"], after["cancel_at_period_end"]) == ("free", "canceled", False)

@@ -35,7 +35,7 @@ from db.context import Context, Database
 from db.settings import Settings
 from jobs import billing_export
 from jobs.billing_export import ExportResult, export_period
-from tests.helpers import OWNERS
+from tests.helpers import OWNERS, end_subscription_period
 from tests.test_billing_export import put_usage
 from tests.test_races import together
 
@@ -231,15 +231,7 @@ def test_a_cancellation_racing_the_period_roll_over_is_never_lost(owner_url, new
         tenant = paying_free_tenant(new_tenant, as_admin)
         with as_admin() as conn:
             conn.execute("SELECT admin.change_subscription_plan(%s, 'pro')", (tenant,))
-        with psycopg.connect(owner_url, autocommit=True) as conn:  # the period has just ended
-            conn.execute(
-                "UPDATE core.subscriptions"
-                " SET anchor_at = ((anchor_at AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
-                " current_period_start ="
-                " ((current_period_start AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC',"
-                " current_period_end = now() - interval '1 second' WHERE tenant_id = %s",
-                (tenant,),
-            )
+        end_subscription_period(owner_url, tenant)  # the period has just ended
 
         def cancel(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> Any:
             return tenant_call(database, tenant, "SELECT api.cancel_subscription(%s)", tenant, barrier=barrier)

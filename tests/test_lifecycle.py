@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,16 @@ def test_erase_is_refused_for_a_live_tenant_and_within_the_grace_period(new_tena
 ROUNDS = 4
 
 
+def erase_on_release(owner_url: str, tenant: uuid.UUID) -> Callable[[threading.Barrier], dict[str, int]]:
+    """A racer for `together`: erases the tenant once the barrier releases it."""
+
+    def erase_at(barrier: threading.Barrier) -> dict[str, int]:
+        barrier.wait(timeout=30)
+        return erase(owner_url, tenant)
+
+    return erase_at
+
+
 def test_two_erases_at_once_erase_once_and_the_other_is_told(new_tenant, owner_url, as_admin):
     # before the lock: both passed the check, and the second failed on the tombstone's
     # primary key (23505) or on a tenant it could no longer find -- every round
@@ -153,9 +164,7 @@ def test_two_erases_at_once_erase_once_and_the_other_is_told(new_tenant, owner_u
         tenant = new_tenant()
         delete_long_ago(owner_url, as_admin, tenant)
 
-        def erase_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> dict[str, int]:
-            barrier.wait(timeout=30)
-            return erase(owner_url, tenant)
+        erase_at = erase_on_release(owner_url, tenant)
 
         results = together(erase_at, erase_at)
         erased = [r for r in results if isinstance(r, dict)]
@@ -179,9 +188,7 @@ def test_a_reactivation_racing_an_erase_never_brings_an_erased_tenant_back(new_t
         tenant = new_tenant()
         delete_long_ago(owner_url, as_admin, tenant)
 
-        def erase_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> dict[str, int]:
-            barrier.wait(timeout=30)
-            return erase(owner_url, tenant)
+        erase_at = erase_on_release(owner_url, tenant)
 
         def reactivate_at(barrier: threading.Barrier, tenant: uuid.UUID = tenant) -> Any:
             with as_admin() as conn:
